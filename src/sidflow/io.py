@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +127,8 @@ def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging
         handlers=handlers,
         force=True,
     )
+
+    def _log_uncaught(exc_type, exc, tb):
+        logging.getLogger("sidflow").critical("step failed", exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = _log_uncaught

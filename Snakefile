@@ -1,0 +1,34 @@
+# sidflow: synthetic image detection as a DAG. This file is a table of contents;
+# each step lives in workflow/rules/<step>.smk and its logic in src/sidflow/.
+#
+#   snakemake --profile profiles/local                       # the embedded demo
+#   snakemake --profile profiles/local --configfile experiments/cifake.yaml
+#   snakemake --profile profiles/slurm                        # on a SLURM cluster
+
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/label.smk"
+include: "workflow/rules/teacher_finetune.smk"
+include: "workflow/rules/teacher_cache.smk"
+include: "workflow/rules/student_distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

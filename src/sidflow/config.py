@@ -1,0 +1,144 @@
+"""Configuration: validation against the JSON Schema and the generators sheet.
+
+The Snakefile validates with ``snakemake.utils.validate``; this module gives the
+same checks (and the derived lists the rules need) to Python callers and tests::
+
+    cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+
+SCHEMA_DIR = Path("workflow/schemas")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _with_defaults(validator_cls):
+    validate_props = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def validate(instance: dict, schema_path: str | Path, set_defaults: bool = True) -> dict:
+    """Validate (and fill defaults into) ``instance``; errors name the offending key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    validator = (_with_defaults(cls) if set_defaults else cls)(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        msgs = [f"{'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
+        raise ConfigError(f"invalid configuration ({schema_path}):\n  " + "\n  ".join(msgs))
+    return instance
+
+
+def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
+    """Checks a JSON Schema cannot express: sums, cross references."""
+    total = sum(cfg["splits"].values())
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"splits: fractions must sum to 1, got {total}")
+    known = set(sheet["dataset"] + "/" + sheet["generator"])
+    for ds in cfg["use_datasets"]:
+        if ds not in cfg["datasets"]:
+            raise ConfigError(f"use_datasets: {ds!r} is not in datasets")
+        if ds not in set(sheet["dataset"]):
+            raise ConfigError(f"use_datasets: {ds!r} has no generators in {cfg['generators_sheet']}")
+    exp = cfg["experiment"]
+    active = {k for k in known if k.split("/")[0] in cfg["use_datasets"]}
+    for key in exp["train_generators"] + ([] if exp.get("test_generators", "all") == "all" else exp["test_generators"]):
+        if key not in active:
+            raise ConfigError(f"experiment: generator {key!r} is not an active generator ({sorted(active)})")
+    for t in exp.get("teachers", []):
+        if t not in cfg.get("teachers", {}):
+            raise ConfigError(f"experiment.teachers: {t!r} is not defined under teachers")
+    for name, variant in exp.get("students", {}).items():
+        for t in variant.get("teachers", []):
+            if t not in exp.get("teachers", []):
+                raise ConfigError(f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher")
+
+
+def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    for i, row in enumerate(sheet.to_dict("records")):
+        try:
+            validate(row, schema_dir / "generators.schema.yaml", set_defaults=False)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} row {i + 2}: {exc}") from None
+    dup = sheet.duplicated(["dataset", "generator"])
+    if dup.any():
+        raise ConfigError(f"{path}: duplicated dataset/generator rows: {sheet[dup][['dataset', 'generator']].values.tolist()}")
+    return sheet
+
+
+def load_config(path: str | Path = "config.yaml", overlays=(), schema_dir: Path = SCHEMA_DIR) -> dict:
+    cfg = yaml.safe_load(Path(path).read_text())
+    for o in overlays:
+        cfg = deep_merge(cfg, yaml.safe_load(Path(o).read_text()))
+    validate(cfg, schema_dir / "config.schema.yaml")
+    check_semantics(cfg, load_sheet(cfg["generators_sheet"], schema_dir))
+    return cfg
+
+
+@dataclass
+class Plan:
+    """Everything the rules derive from the config: which jobs exist."""
+
+    cfg: dict
+    sheet: pd.DataFrame
+
+    def generators(self) -> list[tuple[str, str]]:
+        rows = self.sheet[self.sheet["dataset"].isin(self.cfg["use_datasets"])]
+        return list(zip(rows["dataset"], rows["generator"], strict=True))
+
+    def generator_row(self, dataset: str, generator: str) -> dict:
+        rows = self.sheet[(self.sheet["dataset"] == dataset) & (self.sheet["generator"] == generator)]
+        if rows.empty:
+            raise KeyError(f"{dataset}/{generator} is not in the generators sheet")
+        return rows.iloc[0].to_dict()
+
+    @property
+    def experiment(self) -> dict:
+        return self.cfg["experiment"]
+
+    def train_keys(self) -> list[str]:
+        return list(self.experiment["train_generators"])
+
+    def test_keys(self) -> list[str]:
+        t = self.experiment.get("test_generators", "all")
+        return [f"{d}/{g}" for d, g in self.generators()] if t == "all" else list(t)
+
+    def teacher_train_keys(self, teacher: str) -> list[str]:
+        return list(self.cfg["teachers"][teacher].get("train_generators") or self.train_keys())
+
+    def student_teachers(self, variant: str) -> list[str]:
+        v = self.experiment["students"][variant]
+        if v.get("alpha", 1.0) == 0:
+            return []
+        return list(v.get("teachers") or self.experiment.get("teachers", []))
+
+    def detectors(self) -> list[str]:
+        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + list(self.experiment.get("students", {}))

@@ -1,0 +1,74 @@
+"""Every detector writes the same scores table; evaluation reads nothing else.
+
+Columns: ``image_id, detector, dataset, generator, split, label, perturbation, p_fake``.
+Written to ``results/<experiment>/scores/<detector>/<dataset>/<generator>/<perturbation>.parquet``
+for the ``val`` and ``test`` splits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from sidflow.data.loading import load_images
+from sidflow.devices import select_device
+from sidflow.io import write_parquet
+
+SCORE_SPLITS = ("val", "test")
+SCORES_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("detector", pa.string()),
+        ("dataset", pa.string()),
+        ("generator", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.int8()),
+        ("perturbation", pa.string()),
+        ("p_fake", pa.float32()),
+    ]
+)
+
+
+def _table(man: pd.DataFrame, p_fake, detector: str, perturbation: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_id": man["image_id"].to_numpy(),
+            "detector": detector,
+            "dataset": man["dataset"].to_numpy(),
+            "generator": man["generator"].to_numpy(),
+            "split": man["split"].to_numpy(),
+            "label": man["label"].to_numpy().astype("int8"),
+            "perturbation": perturbation,
+            "p_fake": pd.Series(p_fake).to_numpy().astype("float32"),
+        }
+    )
+
+
+def score_teacher_from_cache(cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path) -> int:
+    """A teacher's scores come straight from its cache: it is never re-run here."""
+    man = pd.read_parquet(manifest)
+    man = man[man["split"].isin(SCORE_SPLITS)]
+    cache = pd.read_parquet(cache_path, columns=["image_id", "p_fake"])
+    merged = man.merge(cache, on="image_id", how="left", validate="one_to_one")
+    if merged["p_fake"].isna().any():
+        raise ValueError(f"{cache_path}: {int(merged['p_fake'].isna().sum())} rows of {manifest} are not cached")
+    write_parquet(out_path, _table(merged, merged["p_fake"], detector, "none"), SCORES_SCHEMA)
+    return len(merged)
+
+
+def score_student(
+    model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str, out_path: str | Path,
+    device: str = "auto", batch_size: int = 256,
+) -> int:  # fmt: skip
+    from sidflow.train.distill import load_student, predict
+
+    model, meta = load_student(model_dir)
+    dev = select_device(device)
+    model.to(dev)
+    images = load_images([manifest], [processed_dir], SCORE_SPLITS)
+    cfg = meta["student"]
+    p = predict(model, images["jpeg"].tolist(), batch_size, dev, cfg["image_mean"], cfg["image_std"])
+    write_parquet(out_path, _table(images, p, detector, "none"), SCORES_SCHEMA)
+    return len(images)

@@ -1,0 +1,85 @@
+"""Student detectors: torchvision ResNet18 with a configurable stem.
+
+    model = create_student("resnet18", StudentConfig(image_size=32, stem="cifar-maxpool"))
+    out = model(x)   # {"logits": (N,2), "features": (N,512)}
+
+Stems (the 32x32 case needs care: fake fingerprints are high-frequency and the
+ImageNet stem, 7x7 stride 2 + max-pool, throws most of them away):
+
+* ``imagenet``: torchvision's stem, for 224/256 px inputs; ImageNet weights can
+  be loaded from a local file (``pretrained``), never downloaded here.
+* ``cifar-maxpool``: 3x3 stride-1 convolution, keeps the max-pool (4x less
+  compute than ``cifar``, most of its accuracy).
+* ``cifar``: 3x3 stride-1 convolution, no max-pool (full resolution, slowest).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+STUDENTS: dict[str, type] = {}
+
+
+@dataclass
+class StudentConfig:
+    arch: str = "resnet18"
+    image_size: int = 32
+    stem: str = "cifar-maxpool"
+    num_classes: int = 2
+    pretrained: str | None = None  # path to a torchvision state_dict (.pth/.safetensors)
+    image_mean: float = 0.5
+    image_std: float = 0.5
+
+
+class ResNetStudent(nn.Module):
+    feature_dim = 512
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        self.cfg = cfg
+        net = resnet18(weights=None, num_classes=1000)
+        if cfg.pretrained:
+            net.load_state_dict(_load_state_dict(cfg.pretrained))
+            log.info("student: ImageNet weights from %s", cfg.pretrained)
+        else:
+            log.info("student: random initialisation (no local pretrained weights configured)")
+        if cfg.stem in ("cifar", "cifar-maxpool"):
+            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            if cfg.stem == "cifar":
+                net.maxpool = nn.Identity()
+        elif cfg.stem != "imagenet":
+            raise ValueError(f"unknown stem {cfg.stem!r} (imagenet, cifar-maxpool, cifar)")
+        net.fc = nn.Identity()
+        self.backbone = net
+        self.head = nn.Linear(self.feature_dim, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(x)
+        return {"logits": self.head(feats), "features": feats}
+
+
+def _load_state_dict(path: str) -> dict:
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+STUDENTS["resnet18"] = ResNetStudent
+
+
+def create_student(name: str = "resnet18", cfg: StudentConfig | dict | None = None) -> nn.Module:
+    if name not in STUDENTS:
+        raise KeyError(f"unknown student {name!r}; known: {sorted(STUDENTS)}")
+    if isinstance(cfg, dict):
+        cfg = StudentConfig(**cfg)
+    return STUDENTS[name](cfg or StudentConfig(arch=name))

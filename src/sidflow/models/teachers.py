@@ -1,0 +1,138 @@
+"""Captioning teachers: a registry, a factory and the scoring they share.
+
+A teacher is a vision-language model fine-tuned to caption an image with the
+"real" or the "fake" caption template. Its detection score is not the word it
+generates but the teacher-forced log-likelihood of each class caption: the pair
+(log p(real caption), log p(fake caption)) is stored as its 2-class logits, and
+``p_fake = softmax(logits)[1]``.
+
+    teacher = create_teacher("vitgpt2", TeacherConfig(checkpoint="tiny"))
+    out = teacher.score(pixel_values)   # logits (N,2), embedding (N,D), captions
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+TEACHERS: dict[str, type[CaptionTeacher]] = {}
+
+
+@dataclass
+class TeacherConfig:
+    """What a teacher is made of. ``checkpoint`` is ``tiny`` (built here, trained from
+    scratch), a Hugging Face id (loaded from the local cache when offline) or a folder."""
+
+    arch: str = "vitgpt2"
+    checkpoint: str = "tiny"
+    image_size: int = 32
+    captions: dict[str, str] = field(default_factory=lambda: {"real": "real", "fake": "fake"})
+    tiny: dict = field(default_factory=lambda: {"hidden_size": 64, "layers": 2, "heads": 4, "patch_size": 4})
+    max_caption_tokens: int = 8
+
+
+def register_teacher(name: str):
+    def wrap(cls):
+        TEACHERS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+class CaptionTeacher:
+    """Common scoring over a seq2seq captioner; subclasses build/load the model."""
+
+    name = "base"
+    image_mean: float = 0.5
+    image_std: float = 0.5
+
+    def __init__(self, cfg: TeacherConfig, model, tokenizer):
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.class_names = ["real", "fake"]
+
+    # -- captions ------------------------------------------------------------
+    def caption_ids(self, cls: str) -> list[int]:
+        ids = self.tokenizer(self.cfg.captions[cls], add_special_tokens=False)["input_ids"]
+        return list(ids) + [self.tokenizer.eos_token_id]
+
+    def label_tensor(self, labels: torch.Tensor) -> torch.Tensor:
+        """Caption token targets for labels (0 real, 1 fake), padded with -100."""
+        seqs = [self.caption_ids(self.class_names[int(y)]) for y in labels]
+        width = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), width), -100, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s)
+        return out.to(labels.device)
+
+    # -- training ------------------------------------------------------------
+    def loss(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values, labels=self.label_tensor(labels)).loss
+
+    def trainable_parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # -- scoring -------------------------------------------------------------
+    def encode(self, pixel_values: torch.Tensor):
+        raise NotImplementedError
+
+    def caption_logprob(self, encoded, cls: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def greedy_captions(self, encoded, n: int) -> list[str]:
+        raise NotImplementedError
+
+    def embedding(self, encoded) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score(self, pixel_values: torch.Tensor) -> dict:
+        """Teacher-forced class-caption log-likelihoods, p_fake, embedding, greedy caption."""
+        self.model.eval()
+        enc = self.encode(pixel_values)
+        logits = torch.stack([self.caption_logprob(enc, c) for c in self.class_names], dim=1)
+        return {
+            "logits": logits.float(),
+            "p_fake": torch.softmax(logits.float(), dim=1)[:, 1],
+            "embedding": self.embedding(enc).float(),
+            "captions": self.greedy_captions(enc, pixel_values.shape[0]),
+        }
+
+    def caption_to_class(self, caption: str) -> str | None:
+        """Which class a generated caption names, or None if it is neither."""
+        text = caption.strip().lower()
+        for cls in self.class_names:
+            if text == self.cfg.captions[cls].strip().lower():
+                return cls
+        return None
+
+    # -- persistence ---------------------------------------------------------
+    def save(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        self.model.save_pretrained(out_dir / "model", safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir / "tokenizer")
+        (out_dir / "teacher.json").write_text(json.dumps({"name": self.name, "config": asdict(self.cfg)}, indent=2))
+
+
+def create_teacher(name: str, cfg: TeacherConfig | dict | None = None) -> CaptionTeacher:
+    """Build a teacher by registry name (``vitgpt2``) from a config."""
+    import sidflow.models.vitgpt2  # noqa: F401  (registers)
+
+    if name not in TEACHERS:
+        raise KeyError(f"unknown teacher {name!r}; known: {sorted(TEACHERS)}")
+    if isinstance(cfg, dict):
+        cfg = TeacherConfig(**cfg)
+    return TEACHERS[name].build(cfg or TeacherConfig(arch=name))
+
+
+def load_teacher(model_dir: str | Path) -> CaptionTeacher:
+    """Load a fine-tuned teacher saved by :meth:`CaptionTeacher.save` (safetensors only)."""
+    import sidflow.models.vitgpt2  # noqa: F401
+
+    model_dir = Path(model_dir)
+    meta = json.loads((model_dir / "teacher.json").read_text())
+    cfg = TeacherConfig(**meta["config"])
+    return TEACHERS[meta["name"]].load(cfg, model_dir)

@@ -1,0 +1,128 @@
+"""Report step: one self-contained HTML page per experiment (no network, opens from disk).
+
+Reads only the metrics table, the step summaries (preprocess, label), the model
+cards and the config. Every number on the page comes from those files.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+import sidflow
+from sidflow.io import atomic_path, read_json
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}
+.id{color:#555;font-style:italic}pre{background:#f6f8fa;padding:1rem;overflow:auto;font-size:.8rem}
+"""
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _table(df: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
+    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>' for c, v in zip(df.columns, row, strict=True)) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10, check=False)
+        return f"sidflow {sidflow.__version__} ({rev.stdout.strip() or 'no git'})"
+    except (OSError, subprocess.SubprocessError):
+        return f"sidflow {sidflow.__version__}"
+
+
+def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows: generators (pooled last); columns: detectors; cells: ``metric``."""
+    m = metrics[metrics["perturbation"] == "none"].copy()
+    m["generator "] = m["dataset"] + "/" + m["generator"] + m["in_distribution"].map({True: " (train)", False: ""})
+    wide = m.pivot_table(index="generator ", columns="detector", values=metric, aggfunc="first", sort=False)
+    order = [g for g in wide.index if not g.startswith("all/")] + [g for g in wide.index if g.startswith("all/")]
+    return wide.loc[order].reset_index()
+
+
+def build_report(
+    metrics_path: str | Path,
+    preprocess_summaries: dict[str, str],
+    manifest_summaries: dict[str, str],
+    quarantine_files: dict[str, str],
+    model_cards: dict[str, str],
+    config: dict,
+    out_html: str | Path,
+    experiment: str,
+    dataset_notes: dict[str, str] | None = None,
+) -> None:
+    metrics = pd.read_parquet(metrics_path)
+    parts = [f"<h1>sidflow report: {html.escape(experiment)}</h1>"]
+    for name, note in (dataset_notes or {}).items():
+        parts.append(f'<p class="note"><b>{html.escape(name)}</b>: {html.escape(note)}</p>')
+
+    pooled = metrics[(metrics["generator"] == "all") & (metrics["perturbation"] == "none")]
+    if not pooled.empty:
+        best = pooled.sort_values("ap", ascending=False).iloc[0]
+        parts.append(
+            f"<h2>Summary</h2><p>Best pooled detector: <b>{html.escape(best['detector'])}</b>, "
+            f"AP {_fmt(best['ap'])}, AUC {_fmt(best['auc'])}, accuracy {_fmt(best['accuracy'])} at its "
+            f"validation-calibrated threshold {_fmt(best['threshold'])}. Generators marked (train) were seen in "
+            "training (in-distribution); the others measure generalisation.</p>"
+        )
+    parts.append("<h2>Per-generator metrics (test split)</h2>")
+    parts.append('<p>Each fake generator is scored against the real test images of its dataset; '
+                 'real rows show real accuracy only. Thresholds are chosen on the validation split of the training generators.</p>')  # fmt: skip
+    for metric, label in [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy at the validation threshold"),
+                          ("accuracy_at_0.5", "Accuracy at 0.5"), ("real_accuracy", "Real accuracy"), ("fake_accuracy", "Fake accuracy")]:  # fmt: skip
+        parts.append(f"<h3>{label}</h3>" + _table(per_generator_table(metrics, metric), left=("generator ",)))
+    cols = ["detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "threshold", "accuracy",
+            "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc"]  # fmt: skip
+    parts.append("<h3>All metrics</h3>" + _table(metrics[cols], left=("detector", "dataset", "generator")))
+
+    parts.append("<h2>Dataset card</h2>")
+    rows = []
+    for key, path in sorted(preprocess_summaries.items()):
+        pre = read_json(path)
+        man = read_json(manifest_summaries[key])
+        rows.append({"generator": key, "inputs": pre["inputs"], "written": pre["written"],
+                     "quarantined": pre["quarantined"], "exact duplicates": man["exact_duplicates"],
+                     "cross-split duplicates": man["cross_split_duplicates"], **man["splits"]})  # fmt: skip
+    parts.append(_table(pd.DataFrame(rows), left=("generator",)))
+    qrows = [pd.read_parquet(p).assign(generator=k) for k, p in sorted(quarantine_files.items())]
+    q = pd.concat(qrows, ignore_index=True) if qrows else pd.DataFrame()
+    if len(q):
+        parts.append("<h3>Quarantined inputs</h3>" + _table(q[["generator", "source_path", "reason", "detail"]].head(200), left=("generator", "source_path", "reason", "detail")))
+    else:
+        parts.append("<p>No input was quarantined.</p>")
+
+    parts.append("<h2>Models</h2>")
+    for name, path in sorted(model_cards.items()):
+        card = read_json(path)
+        hist = pd.json_normalize(card.get("history", []))
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        facts = {k: card[k] for k in ("threshold", "best_epoch", "val_ap", "train_images", "checkpoint_hash", "teachers") if k in card}
+        parts.append(f"<pre>{html.escape(json.dumps(facts, indent=1))}</pre>")
+        if len(hist):
+            parts.append(_table(hist))
+    parts.append("<h2>Provenance</h2>")
+    parts.append(f"<p>Code: {html.escape(code_version())}</p>")
+    parts.append(f"<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>")
+    page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sidflow: {html.escape(experiment)}</title><style>{CSS}</style></head><body>{"".join(parts)}</body></html>'
+    with atomic_path(out_html, suffix=".html") as tmp:
+        tmp.write_text(page)

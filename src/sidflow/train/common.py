@@ -1,0 +1,40 @@
+"""Pieces shared by the training loops: balanced sampling, batching, thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def balanced_sampler(labels: Sequence[int], seed: int) -> torch.utils.data.WeightedRandomSampler:
+    """Sample classes equally often (real/fake are rarely balanced in practice)."""
+    y = np.asarray(labels)
+    counts = np.bincount(y, minlength=2).astype(float)
+    if (counts == 0).any():
+        raise ValueError(f"training data needs both classes; got counts {counts.tolist()} (real, fake)")
+    weights = torch.as_tensor(1.0 / counts[y], dtype=torch.double)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(y), replacement=True, generator=gen)
+
+
+def calibrate_threshold(labels: Sequence[int], p_fake: Sequence[float]) -> float:
+    """The p_fake threshold maximising balanced accuracy on *validation* data.
+
+    Ties go to the threshold closest to 0.5. Predict fake when ``p_fake >= threshold``.
+    """
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(p_fake, dtype=float)
+    if len(np.unique(y)) < 2:
+        raise ValueError("threshold calibration needs validation images of both classes")
+    candidates = np.unique(np.concatenate([p, [0.5]]))
+    # midpoints between consecutive scores generalise better than the scores themselves
+    mids = np.concatenate([[candidates[0]], (candidates[1:] + candidates[:-1]) / 2, [np.nextafter(candidates[-1], 2)]])
+    best, best_t = -1.0, 0.5
+    for t in mids:
+        pred = p >= t
+        bacc = 0.5 * (pred[y == 1].mean() + (~pred[y == 0]).mean())
+        if bacc > best + 1e-12 or (abs(bacc - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best, best_t = bacc, float(t)
+    return best_t

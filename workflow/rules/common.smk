@@ -1,0 +1,103 @@
+# Shared helpers: the plan derived from the validated config, wildcard
+# constraints, and the input functions the rules use (no lambdas in rules).
+
+from sidflow.config import Plan, check_semantics, load_sheet
+
+SHEET = load_sheet(config["generators_sheet"])
+check_semantics(config, SHEET)
+PLAN = Plan(config, SHEET)
+EXPERIMENT = config["experiment"]["name"]
+NAME = "[a-z0-9][a-z0-9._-]{0,63}"
+
+
+wildcard_constraints:
+    dataset=NAME,
+    generator=NAME,
+    teacher=NAME,
+    experiment=NAME,
+    perturbation=NAME,
+    student="(?!teacher-)" + NAME,
+
+
+def key_paths(pattern, keys):
+    """Expand ``pattern`` over dataset/generator keys."""
+    return [pattern.format(dataset=k.split("/")[0], generator=k.split("/")[1]) for k in keys]
+
+
+def all_targets():
+    return [f"results/report/{EXPERIMENT}/index.html"]
+
+
+# -- download -------------------------------------------------------------
+def dataset_source(wildcards):
+    return config["datasets"][wildcards.dataset]["source"]
+
+
+def generator_row(wildcards):
+    return PLAN.generator_row(wildcards.dataset, wildcards.generator)
+
+
+# -- label ----------------------------------------------------------------
+def object_class_spec(wildcards):
+    return config["datasets"][wildcards.dataset].get("object_class")
+
+
+# -- teachers -------------------------------------------------------------
+def teacher_train_manifests(wildcards):
+    return key_paths("data/manifests/{dataset}/{generator}.parquet", PLAN.teacher_train_keys(wildcards.teacher))
+
+
+def teacher_train_processed(wildcards):
+    return key_paths("data/processed/{dataset}/{generator}", PLAN.teacher_train_keys(wildcards.teacher))
+
+
+def teacher_settings(wildcards):
+    return config["teachers"][wildcards.teacher]
+
+
+# -- students -------------------------------------------------------------
+def student_manifests(wildcards):
+    return key_paths("data/manifests/{dataset}/{generator}.parquet", PLAN.train_keys())
+
+
+def student_processed(wildcards):
+    return key_paths("data/processed/{dataset}/{generator}", PLAN.train_keys())
+
+
+def student_caches(wildcards):
+    return [
+        f"results/cache/{t}/{d}/{g}.parquet"
+        for t in PLAN.student_teachers(wildcards.student)
+        for d, g in (k.split("/") for k in PLAN.train_keys())
+    ]
+
+
+def student_settings(wildcards):
+    return config["experiment"]["students"][wildcards.student]
+
+
+# -- evaluate / report ----------------------------------------------------
+def scored_keys():
+    return list(dict.fromkeys(PLAN.train_keys() + PLAN.test_keys()))
+
+
+def all_scores(wildcards):
+    return [
+        f"results/{wildcards.experiment}/scores/{det}/{key}/none.parquet"
+        for det in PLAN.detectors()
+        for key in scored_keys()
+    ]
+
+
+def report_processed(wildcards):
+    return key_paths("data/processed/{dataset}/{generator}", scored_keys())
+
+
+def report_manifests(wildcards):
+    return key_paths("data/manifests/{dataset}/{generator}.parquet", scored_keys())
+
+
+def report_models(wildcards):
+    teachers = [f"results/teachers/{t}" for t in config["experiment"].get("teachers", [])]
+    students = [f"results/{wildcards.experiment}/models/{s}" for s in config["experiment"].get("students", {})]
+    return teachers + students

@@ -1,0 +1,42 @@
+rule score_teacher:
+    """A teacher's scores table, read from its cache (the teacher is not re-run)."""
+    input:
+        cache="results/cache/{teacher}/{dataset}/{generator}.parquet",
+        manifest="data/manifests/{dataset}/{generator}.parquet",
+    output:
+        "results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
+    log:
+        "logs/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.log",
+    script:
+        "../scripts/score_teacher.py"
+
+
+rule score_student:
+    """A student's scores table on the val and test splits of one generator."""
+    input:
+        model="results/{experiment}/models/{student}",
+        manifest="data/manifests/{dataset}/{generator}.parquet",
+        processed="data/processed/{dataset}/{generator}",
+    output:
+        "results/{experiment}/scores/{student}/{dataset}/{generator}/none.parquet",
+    threads: 1
+    log:
+        "logs/{experiment}/score/{student}/{dataset}/{generator}.log",
+    script:
+        "../scripts/score_student.py"
+
+
+rule evaluate:
+    """Metrics per detector and generator, pooled; thresholds from validation data."""
+    input:
+        all_scores,
+    output:
+        table="results/{experiment}/metrics/metrics.parquet",
+        csv="results/{experiment}/metrics/metrics.csv",
+        json="results/{experiment}/metrics/metrics.json",
+    params:
+        train_generators=config["experiment"]["train_generators"],
+    log:
+        "logs/{experiment}/evaluate.log",
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,15 @@
+rule report:
+    """Self-contained HTML report for one experiment."""
+    input:
+        metrics="results/{experiment}/metrics/metrics.parquet",
+        processed=report_processed,
+        manifests=report_manifests,
+        models=report_models,
+    output:
+        "results/report/{experiment}/index.html",
+    params:
+        config=config,
+    log:
+        "logs/{experiment}/report.log",
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,15 @@
+rule teacher_cache:
+    """Teacher logits, p_fake, caption and embedding for every manifest row (Parquet)."""
+    input:
+        teacher="results/teachers/{teacher}",
+        manifest="data/manifests/{dataset}/{generator}.parquet",
+        processed="data/processed/{dataset}/{generator}",
+    output:
+        "results/cache/{teacher}/{dataset}/{generator}.parquet",
+    params:
+        preprocess=config["preprocess"],
+    threads: 1
+    log:
+        "logs/teacher_cache/{teacher}/{dataset}/{generator}.log",
+    script:
+        "../scripts/teacher_cache.py"

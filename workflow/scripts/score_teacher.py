@@ -1,0 +1,12 @@
+"""Snakemake script for rule score_teacher: see sidflow.evaluate.scores.score_teacher_from_cache."""
+
+from sidflow.evaluate.scores import score_teacher_from_cache
+from sidflow.io import setup_logging
+
+setup_logging(snakemake.log[0])
+score_teacher_from_cache(
+    cache_path=snakemake.input.cache,
+    manifest=snakemake.input.manifest,
+    detector=f"teacher-{snakemake.wildcards.teacher}",
+    out_path=snakemake.output[0],
+)
