@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny generated images of every kind, repo paths, the shared data."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CIFAKE_ZIP = SHARED / "datasets" / "cifake" / "cifake-train-90k.zip"
+
+
+def rgb_array(seed: int, size: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+    return np.kron(base, np.ones((8, 8, 1), dtype=np.uint8)) + rng.integers(0, 8, (size, size, 3), dtype=np.uint8)
+
+
+def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(arr)
+    if mode:
+        img = img.convert(mode)
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(arr: np.ndarray, quality: int = 95, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality, **kw)
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG whose header claims a huge size (decoding it would need GBs)."""
+    data = png_bytes(np.zeros((1, 1, 3), dtype=np.uint8))
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    chunk = b"IHDR" + ihdr
+    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+
+
+def write_images(folder: Path, n: int, seed: int = 0, fmt: str = "png", size: int = 48) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        arr = rgb_array(seed * 100_000 + i, size)
+        p = folder / f"img_{seed}_{i:04d}.{fmt}"
+        p.write_bytes(png_bytes(arr) if fmt == "png" else jpeg_bytes(arr))
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def cifake_zip() -> Path:
+    if not CIFAKE_ZIP.exists():
+        pytest.skip("../shared/datasets/cifake is absent (outside this workplace)")
+    return CIFAKE_ZIP

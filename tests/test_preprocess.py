@@ -1,0 +1,88 @@
+"""Preprocess: counts reconcile, bad files are quarantined with reasons, shards, resume."""
+
+import pandas as pd
+import pytest
+
+from conftest import bomb_png, write_images
+from sidflow.data import preprocess as pp
+from sidflow.data.preprocess import PreprocessParams, part_files, preprocess_generator
+from sidflow.io import read_json
+
+
+@pytest.fixture
+def raw(tmp_path):
+    folder = tmp_path / "raw"
+    write_images(folder, 10, fmt="png")
+    write_images(folder / "sub", 5, seed=1, fmt="jpg")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "trunc.png").write_bytes((folder / "img_0_0000.png").read_bytes()[:100])
+    (folder / "bomb.png").write_bytes(bomb_png())
+    return folder
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reconcile_and_quarantine(raw, tmp_path, threads):
+    out = tmp_path / "out"
+    s = preprocess_generator(raw, out, PreprocessParams(image_size=16, shard_size=4), threads=threads)
+    assert s["inputs"] == 19 == s["written"] + s["quarantined"]
+    assert s["written"] == 15 and s["quarantined"] == 4
+    assert s["quarantine_reasons"] == {"empty file": 1, "not an image": 1, "truncated or corrupt image data": 1,
+                                       "decompression bomb": 1}  # fmt: skip
+    q = pd.read_parquet(out / "quarantine.parquet")
+    assert set(q["source_path"]) == {"empty.png", "text.jpg", "trunc.png", "bomb.png"}
+    assert q["detail"].str.len().min() > 0
+    parts = part_files(out)
+    assert len(parts) == s["shards"] == 5  # ceil(19 / 4): shards bound rows per file
+    rows = pd.concat([pd.read_parquet(p) for p in parts])
+    assert len(rows) == 15 and rows["image_id"].str.len().eq(64).all()
+    assert set(rows["width"]) == {16} and rows["jpeg"].map(lambda b: b[:2] == b"\xff\xd8").all()
+    assert read_json(out / "summary.json") == s
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_parallel_equals_serial(raw, tmp_path):
+    a = preprocess_generator(raw, tmp_path / "a", PreprocessParams(image_size=16, shard_size=7), threads=1)
+    b = preprocess_generator(raw, tmp_path / "b", PreprocessParams(image_size=16, shard_size=7), threads=2)
+    assert a == b
+    ra = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "a")])
+    rb = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "b")])
+    pd.testing.assert_frame_equal(ra.reset_index(drop=True), rb.reset_index(drop=True))
+
+
+def test_interrupted_run_resumes_finished_shards(raw, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    params = PreprocessParams(image_size=16, shard_size=4)
+    calls = []
+    real = pp.process_one
+
+    def crash_on_third_shard(args):
+        calls.append(args[1])
+        if len(calls) > 8:
+            raise KeyboardInterrupt  # simulates a kill in shard 3
+        return real(args)
+
+    monkeypatch.setattr(pp, "process_one", crash_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess_generator(raw, out, params, threads=1)
+    assert not out.exists() and len(list((tmp_path / "out.partial").glob("part-*.parquet"))) == 2
+    calls.clear()
+    monkeypatch.setattr(pp, "process_one", lambda args: (calls.append(args[1]), real(args))[1])
+    s = preprocess_generator(raw, out, params, threads=1)
+    assert len(calls) == 19 - 8  # only the unfinished shards were processed again
+    assert s["written"] + s["quarantined"] == 19
+
+
+def test_changed_params_discard_stale_partial(raw, tmp_path):
+    partial = tmp_path / "out.partial"
+    partial.mkdir()
+    (partial / "plan.json").write_text('{"key": "something else"}')
+    (partial / "part-00000.parquet").write_bytes(b"stale")
+    (partial / "quarantine-00000.parquet").write_bytes(b"stale")
+    s = preprocess_generator(raw, tmp_path / "out", PreprocessParams(image_size=16, shard_size=100))
+    assert s["written"] == 15
+
+
+def test_missing_raw_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        preprocess_generator(tmp_path / "nowhere", tmp_path / "out", PreprocessParams())
