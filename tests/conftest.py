@@ -66,3 +66,33 @@ def cifake_zip() -> Path:
     if not CIFAKE_ZIP.exists():
         pytest.skip("../shared/datasets/cifake is absent (outside this workplace)")
     return CIFAKE_ZIP
+
+
+def separable_images(folder: Path, n: int, fake: bool, seed: int) -> None:
+    """Real: smooth blocks; fake: the same plus a high-frequency checkerboard (easy to learn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    checker = (np.indices((32, 32)).sum(0) % 2 * 60).astype(np.int16)[..., None]
+    for i in range(n):
+        arr = rgb_array(seed * 1000 + i, 32).astype(np.int16)
+        if fake:
+            arr = arr + checker
+        (folder / f"{'f' if fake else 'r'}_{i:04d}.png").write_bytes(png_bytes(np.clip(arr, 0, 255).astype(np.uint8)))
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """Two generators (real, fake) preprocessed and labelled: {'manifests': [...], 'processed': [...]}."""
+    from sidflow.data.manifest import label_generator
+    from sidflow.data.preprocess import PreprocessParams, preprocess_generator
+
+    out = {"manifests": [], "processed": [], "root": tmp_path}
+    for gen, fake in (("real", False), ("fake", True)):
+        separable_images(tmp_path / "raw" / gen, 60, fake, seed=int(fake))
+        proc = tmp_path / "processed" / gen
+        preprocess_generator(tmp_path / "raw" / gen, proc, PreprocessParams(image_size=32, jpeg_quality=95))
+        man = tmp_path / "manifests" / f"{gen}.parquet"
+        label_generator(proc, man, tmp_path / "manifests" / f"{gen}.dup.parquet", "toy", gen,
+                        "fake" if fake else "real", {"train": 0.6, "val": 0.2, "test": 0.2})  # fmt: skip
+        out["manifests"].append(str(man))
+        out["processed"].append(str(proc))
+    return out

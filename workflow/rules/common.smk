@@ -21,7 +21,8 @@ wildcard_constraints:
 
 def key_paths(pattern, keys):
     """Expand ``pattern`` over dataset/generator keys."""
-    return [pattern.format(dataset=k.split("/")[0], generator=k.split("/")[1]) for k in keys]
+    pairs = [key.partition("/") for key in keys]
+    return [pattern.format(dataset=d, generator=g) for d, _, g in pairs]
 
 
 def all_targets():

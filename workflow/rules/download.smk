@@ -6,6 +6,8 @@ rule download:
         source=dataset_source,
         row=generator_row,
         seed=config["seed"],
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/download/{dataset}/{generator}.log",
     script:

@@ -5,6 +5,8 @@ rule score_teacher:
         manifest="data/manifests/{dataset}/{generator}.parquet",
     output:
         "results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.log",
     script:
@@ -20,6 +22,8 @@ rule score_student:
     output:
         "results/{experiment}/scores/{student}/{dataset}/{generator}/none.parquet",
     threads: 1
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/score/{student}/{dataset}/{generator}.log",
     script:
@@ -36,6 +40,8 @@ rule evaluate:
         json="results/{experiment}/metrics/metrics.json",
     params:
         train_generators=config["experiment"]["train_generators"],
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/evaluate.log",
     script:

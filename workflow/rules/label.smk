@@ -10,6 +10,8 @@ rule label:
         row=generator_row,
         splits=config["splits"],
         object_class=object_class_spec,
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/label/{dataset}/{generator}.log",
     script:

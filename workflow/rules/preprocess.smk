@@ -7,6 +7,8 @@ rule preprocess:
     params:
         preprocess=config["preprocess"],
     threads: 1
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/preprocess/{dataset}/{generator}.log",
     script:

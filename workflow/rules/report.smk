@@ -9,6 +9,8 @@ rule report:
         "results/report/{experiment}/index.html",
     params:
         config=config,
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/report.log",
     script:

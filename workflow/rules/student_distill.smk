@@ -12,6 +12,8 @@ rule student_distill:
         preprocess=config["preprocess"],
         seed=config["seed"],
     threads: 1
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/student_distill/{student}.log",
     script:

@@ -9,6 +9,8 @@ rule teacher_cache:
     params:
         preprocess=config["preprocess"],
     threads: 1
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/teacher_cache/{teacher}/{dataset}/{generator}.log",
     script:

@@ -10,6 +10,8 @@ rule teacher_finetune:
         image_size=config["preprocess"]["image_size"],
         seed=config["seed"],
     threads: 1
+    conda:
+        "../envs/sidflow.yaml"
     log:
         "logs/teacher_finetune/{teacher}.log",
     script:

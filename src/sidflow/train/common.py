@@ -38,3 +38,19 @@ def calibrate_threshold(labels: Sequence[int], p_fake: Sequence[float]) -> float
         if bacc > best + 1e-12 or (abs(bacc - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
             best, best_t = bacc, float(t)
     return best_t
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.1):
+    """Linear warm-up then cosine decay to zero; works for any number of steps (even 1)."""
+    import math
+
+    total = max(1, int(total_steps))
+    warmup = max(1, int(round(total * warmup_frac)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

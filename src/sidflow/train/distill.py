@@ -25,7 +25,7 @@ from sidflow.data.loading import JpegDataset, load_images
 from sidflow.devices import autocast, seed_everything, select_device
 from sidflow.io import atomic_dir, write_json
 from sidflow.models.student import StudentConfig, create_student
-from sidflow.train.common import balanced_sampler, calibrate_threshold
+from sidflow.train.common import balanced_sampler, calibrate_threshold, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def train_student(
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * len(loader)), pct_start=0.15)
+    sched = warmup_cosine(opt, cfg.epochs * len(loader), warmup_frac=0.15)
     criterion = DistillationLoss(cfg.alpha if use_kd else 0.0, cfg.temperature)
     best = {"ap": -1.0}
     history = []
@@ -136,7 +136,7 @@ def train_student(
             opt.step()
             sched.step()
             for k in sums:
-                sums[k] += float(terms[k]) * len(y)
+                sums[k] += float(terms[k].detach()) * len(y)
             n += len(y)
         p_val = predict(model, val["jpeg"].tolist(), 2 * cfg.batch_size, device, mean, std)
         ap = float(average_precision_score(val["label"], p_val))

@@ -21,7 +21,7 @@ from sidflow.data.loading import JpegDataset, load_images
 from sidflow.devices import autocast, seed_everything, select_device
 from sidflow.io import atomic_dir, hash_tree, write_json
 from sidflow.models.teachers import CaptionTeacher, TeacherConfig, create_teacher
-from sidflow.train.common import balanced_sampler
+from sidflow.train.common import balanced_sampler, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def finetune_teacher(
     )
     opt = torch.optim.AdamW(teacher.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     steps = max(1, train_cfg.epochs * len(train_loader))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train_cfg.lr, total_steps=steps, pct_start=0.1)
+    sched = warmup_cosine(opt, steps)
     history = []
     log.info("teacher %s: %d train / %d val images on %s", name, len(train), len(val), device)
     for epoch in range(train_cfg.epochs):

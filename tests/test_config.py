@@ -1,0 +1,107 @@
+"""Config validation: wrong keys/values fail at start naming the key; defaults; overlays."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sidflow.config import ConfigError, Plan, check_semantics, deep_merge, load_config, load_sheet, validate
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+@pytest.fixture
+def cfg(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_defaults_filled(cfg):
+    out = validate(copy.deepcopy(cfg), SCHEMA)
+    assert out["experiment"]["students"]["student-kd"]["optimizer"] == "adamw"
+    assert out["preprocess"]["shard_size"] == 5000
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "needle"),
+    [
+        (("preprocess", "image_sise"), 32, "preprocess: Additional properties"),
+        (("preprocess", "jpeg_quality"), 101, "preprocess.jpeg_quality"),
+        (("experiment", "name"), "../etc", "experiment.name"),
+        (("use_datasets",), ["Demo Set"], "use_datasets.0"),
+        (("datasets", "demo", "source", "type"), "ftp", "datasets.demo.source.type"),
+        (("experiment", "students", "student-kd", "temperature"), 0, "temperature"),
+        (("threads",), 4, "Additional properties"),
+    ],
+)
+def test_bad_values_name_the_key(cfg, path, value, needle):
+    node = cfg
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, SCHEMA)
+    assert needle in str(err.value)
+
+
+def test_generator_name_reaching_paths_is_pattern_checked(tmp_path, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    sheet = tmp_path / "g.tsv"
+    sheet.write_text("dataset\tgenerator\tlabel\tsource_subdir\nd\t../x\tfake\t\n")
+    with pytest.raises(ConfigError, match=r"row 2: .*generator"):
+        load_sheet(sheet)
+    sheet.write_text("dataset\tgenerator\tlabel\tsource_subdir\nd\tok\tfake\ta/../../b\n")
+    with pytest.raises(ConfigError, match="source_subdir"):
+        load_sheet(sheet)
+
+
+def test_semantic_checks(cfg):
+    sheet = load_sheet(cfg["generators_sheet"])
+    validate(cfg, SCHEMA)
+    bad = copy.deepcopy(cfg)
+    bad["splits"] = {"train": 0.5, "val": 0.1, "test": 0.1}
+    with pytest.raises(ConfigError, match="sum to 1"):
+        check_semantics(bad, sheet)
+    bad = copy.deepcopy(cfg)
+    bad["experiment"]["train_generators"] = ["demo/real", "cifake/sd14"]
+    with pytest.raises(ConfigError, match="cifake/sd14"):
+        check_semantics(bad, sheet)
+
+
+def test_overlay_merges_deeply(cfg):
+    merged = deep_merge(cfg, {"preprocess": {"image_size": 64}})
+    assert merged["preprocess"]["image_size"] == 64 and merged["preprocess"]["jpeg_quality"] == 90
+
+
+def test_cifake_overlay_is_valid(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+    assert plan.generators() == [("cifake", "real"), ("cifake", "sd14")]
+
+
+def test_plan_lists_detectors_and_kd_teachers(cfg):
+    validate(cfg, SCHEMA)
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+    assert plan.detectors() == ["teacher-vitgpt2", "student-kd", "student-nokd"]
+    assert plan.student_teachers("student-kd") == ["vitgpt2"] and plan.student_teachers("student-nokd") == []
+
+
+def test_snakemake_rejects_bad_config_at_start(repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preprocess: {image_size: 4}\n")
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=repo,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode != 0
+    assert "image_size" in r.stdout + r.stderr
+
+
+def test_snakemake_dry_run_and_lint_are_clean(repo):
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"], cwd=repo,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Lints for" not in lint.stdout + lint.stderr

@@ -1,0 +1,81 @@
+"""Metrics equal scikit-learn's; edge cases give None with counts, never NaN crashes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+
+from sidflow.evaluate.metrics import binary_metrics, evaluate_scores, metrics_json
+from sidflow.train.common import calibrate_threshold
+
+
+def test_binary_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(y * 0.3 + rng.random(500) * 0.7, 0, 1)
+    m = binary_metrics(y, p, 0.4)
+    pred = (p >= 0.4).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["accuracy_at_0.5"] == pytest.approx(accuracy_score(y, (p >= 0.5).astype(int)))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["ap"] == pytest.approx(average_precision_score(y, p))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["real_accuracy"] == pytest.approx((pred[y == 0] == 0).mean())
+    assert m["fake_accuracy"] == pytest.approx((pred[y == 1] == 1).mean())
+
+
+def test_ties_are_handled_like_sklearn():
+    y = np.array([0, 1, 0, 1, 1, 0])
+    p = np.array([0.5, 0.5, 0.5, 0.9, 0.1, 0.1])
+    m = binary_metrics(y, p, 0.5)
+    assert m["ap"] == pytest.approx(average_precision_score(y, p))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p))
+
+
+def test_one_class_gives_none_not_nan():
+    m = binary_metrics([0, 0, 0], [0.1, 0.7, 0.2], 0.5)
+    assert m["ap"] is None and m["auc"] is None and m["fake_accuracy"] is None
+    assert m["real_accuracy"] == pytest.approx(2 / 3) and m["n_fake"] == 0
+
+
+def test_empty_generator_gives_counts_and_none():
+    m = binary_metrics([], [], 0.5)
+    assert m["n_real"] == 0 and m["n_fake"] == 0 and m["accuracy"] is None and m["ap"] is None
+
+
+def test_threshold_calibration_separates_validation_data():
+    y = [0, 0, 0, 1, 1, 1]
+    p = [0.01, 0.02, 0.03, 0.05, 0.06, 0.07]  # a detector scoring everything low
+    t = calibrate_threshold(y, p)
+    assert 0.03 < t < 0.05
+    with pytest.raises(ValueError, match="both classes"):
+        calibrate_threshold([1, 1], [0.2, 0.3])
+
+
+def _scores(detector, gen, label, split, p):
+    return pd.DataFrame({"image_id": [f"{gen}{split}{i}" for i in range(len(p))], "detector": detector, "dataset": "d",
+                         "generator": gen, "split": split, "label": label, "perturbation": "none", "p_fake": p})  # fmt: skip
+
+
+def test_evaluate_uses_validation_threshold_and_reports_each_generator():
+    # val: real ~0.1, fake ~0.3 -> threshold between; test fakes of "b" are at 0.25: caught only
+    # thanks to the validation threshold (at 0.5 they would all be missed).
+    s = pd.concat([
+        _scores("det", "real", 0, "val", [0.1, 0.12, 0.11]), _scores("det", "a", 1, "val", [0.3, 0.31, 0.29]),
+        _scores("det", "real", 0, "test", [0.1, 0.1, 0.13, 0.12]), _scores("det", "a", 1, "test", [0.3, 0.35]),
+        _scores("det", "b", 1, "test", [0.25, 0.26, 0.27]),
+    ])  # fmt: skip
+    t = evaluate_scores(s, ["d/real", "d/a"]).set_index("generator")
+    assert 0.12 < t.loc["b", "threshold"] < 0.29
+    assert t.loc["b", "fake_accuracy"] == 1.0 and t.loc["b", "accuracy_at_0.5"] == pytest.approx(4 / 7)
+    assert bool(t.loc["a", "in_distribution"]) and not bool(t.loc["b", "in_distribution"])
+    assert t.loc["b", "n_real"] == 4 and t.loc["b", "n_fake"] == 3
+    assert t.loc["all", "n_fake"] == 5 and t.loc["real", "ap"] is None or np.isnan(t.loc["real", "ap"])
+    js = metrics_json(t.reset_index())
+    assert "ap" not in js["det"]["d/real"] and js["det"]["d/b"]["fake_accuracy"] == 1.0
+
+
+def test_evaluate_refuses_without_validation_rows():
+    s = _scores("det", "a", 1, "test", [0.3])
+    with pytest.raises(ValueError, match="no validation scores"):
+        evaluate_scores(s, ["d/a"])

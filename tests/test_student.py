@@ -1,0 +1,49 @@
+"""Student, distillation loss terms and training from the cache only."""
+
+import pytest
+import torch
+
+from sidflow.models import StudentConfig, create_student
+from sidflow.train.distill import DistillationLoss, teacher_mixture
+
+
+@pytest.mark.parametrize(("stem", "size"), [("cifar-maxpool", 32), ("cifar", 32), ("imagenet", 64)])
+def test_student_shapes(stem, size):
+    m = create_student("resnet18", StudentConfig(stem=stem, image_size=size))
+    out = m(torch.randn(2, 3, size, size))
+    assert out["logits"].shape == (2, 2) and out["features"].shape == (2, 512)
+
+
+def test_unknown_stem_and_student():
+    with pytest.raises(ValueError, match="stem"):
+        create_student("resnet18", StudentConfig(stem="weird"))
+    with pytest.raises(KeyError):
+        create_student("vgg99")
+
+
+def test_loss_terms():
+    logits = torch.randn(4, 2, requires_grad=True)
+    y = torch.tensor([0, 1, 0, 1])
+    same = torch.softmax(logits.detach() / 2.0, 1)
+    terms = DistillationLoss(alpha=1.0, temperature=2.0)(logits, y, same)
+    assert set(terms) == {"loss", "task_loss", "kd_loss"}
+    assert terms["kd_loss"].abs() < 1e-6  # student already equals the teacher mixture
+    other = torch.tensor([[0.9, 0.1]] * 4)
+    terms = DistillationLoss(alpha=0.5, temperature=2.0)(logits, y, other)
+    assert terms["kd_loss"] > 0 and terms["task_loss"] > 0
+    assert torch.isclose(terms["loss"], terms["task_loss"] + 0.5 * terms["kd_loss"])
+    terms["loss"].backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert DistillationLoss(0.0, 2.0)(logits, y, other)["kd_loss"] == 0
+
+
+def test_teacher_mixture_weights_and_missing_rows():
+    import pandas as pd
+
+    a = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [0.0, 0.0], "logit_fake": [10.0, -10.0]})
+    b = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [10.0, 10.0], "logit_fake": [0.0, 0.0]})
+    mix = teacher_mixture({"a": a, "b": b}, ["x", "y"], {"a": 3.0, "b": 1.0}, t=1.0)
+    assert mix.shape == (2, 2) and abs(mix.sum(1) - 1).max() < 1e-6
+    assert mix[0, 1] == pytest.approx(0.75, abs=1e-3)
+    with pytest.raises(ValueError, match="not in its cache"):
+        teacher_mixture({"a": a}, ["x", "z"], {}, 1.0)
