@@ -19,7 +19,9 @@ CIFAKE_ZIP = SHARED / "datasets" / "cifake" / "cifake-train-90k.zip"
 def rgb_array(seed: int, size: int = 48) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
-    return np.kron(base, np.ones((8, 8, 1), dtype=np.uint8)) + rng.integers(0, 8, (size, size, 3), dtype=np.uint8)
+    return np.kron(base, np.ones((8, 8, 1), dtype=np.uint8)) + rng.integers(
+        0, 8, (size, size, 3), dtype=np.uint8
+    )
 
 
 def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
@@ -42,10 +44,14 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     data = png_bytes(np.zeros((1, 1, 3), dtype=np.uint8))
     ihdr = struct.pack(">II", width, height) + data[24:29]
     chunk = b"IHDR" + ihdr
-    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+    return (
+        data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
+    )
 
 
-def write_images(folder: Path, n: int, seed: int = 0, fmt: str = "png", size: int = 48) -> list[Path]:
+def write_images(
+    folder: Path, n: int, seed: int = 0, fmt: str = "png", size: int = 48
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
@@ -76,7 +82,9 @@ def separable_images(folder: Path, n: int, fake: bool, seed: int) -> None:
         arr = rgb_array(seed * 1000 + i, 32).astype(np.int16)
         if fake:
             arr = arr + checker
-        (folder / f"{'f' if fake else 'r'}_{i:04d}.png").write_bytes(png_bytes(np.clip(arr, 0, 255).astype(np.uint8)))
+        (folder / f"{'f' if fake else 'r'}_{i:04d}.png").write_bytes(
+            png_bytes(np.clip(arr, 0, 255).astype(np.uint8))
+        )
 
 
 @pytest.fixture
@@ -89,7 +97,9 @@ def tiny_dataset(tmp_path):
     for gen, fake in (("real", False), ("fake", True)):
         separable_images(tmp_path / "raw" / gen, 60, fake, seed=int(fake))
         proc = tmp_path / "processed" / gen
-        preprocess_generator(tmp_path / "raw" / gen, proc, PreprocessParams(image_size=32, jpeg_quality=95))
+        preprocess_generator(
+            tmp_path / "raw" / gen, proc, PreprocessParams(image_size=32, jpeg_quality=95)
+        )
         man = tmp_path / "manifests" / f"{gen}.parquet"
         label_generator(proc, man, tmp_path / "manifests" / f"{gen}.dup.parquet", "toy", gen,
                         "fake" if fake else "real", {"train": 0.6, "val": 0.2, "test": 0.2})  # fmt: skip

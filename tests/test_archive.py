@@ -15,7 +15,7 @@ def make_zip(path, members: dict[str, bytes], symlink: str | None = None):
             zf.writestr(name, data)
         if symlink:
             info = zipfile.ZipInfo(symlink)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
     return path
 
@@ -35,20 +35,35 @@ def make_tar(path, members: dict[str, bytes], link: tuple[str, str, bytes] | Non
 
 
 def test_zip_extracts_prefix_only(tmp_path):
-    z = make_zip(tmp_path / "a.zip", {"train/REAL/1.jpg": b"a", "train/FAKE/2.jpg": b"b", "train/REAL/sub/3.jpg": b"c"})
+    z = make_zip(
+        tmp_path / "a.zip",
+        {"train/REAL/1.jpg": b"a", "train/FAKE/2.jpg": b"b", "train/REAL/sub/3.jpg": b"c"},
+    )
     out = tmp_path / "out"
     assert extract(z, out, prefix="train/REAL") == 2
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["1.jpg", "sub/3.jpg"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "1.jpg",
+        "sub/3.jpg",
+    ]
 
 
 def test_glob_prefix_keeps_full_paths(tmp_path):
-    z = make_zip(tmp_path / "a.zip", {"progan/cat/1_fake/a.png": b"1", "progan/dog/1_fake/a.png": b"2", "progan/dog/0_real/a.png": b"3"})
+    z = make_zip(
+        tmp_path / "a.zip",
+        {
+            "progan/cat/1_fake/a.png": b"1",
+            "progan/dog/1_fake/a.png": b"2",
+            "progan/dog/0_real/a.png": b"3",
+        },
+    )
     out = tmp_path / "out"
     assert extract(z, out, prefix="progan/*/1_fake") == 2
     assert (out / "progan/cat/1_fake/a.png").read_bytes() == b"1"
 
 
-@pytest.mark.parametrize("name", ["../evil.txt", "a/../../evil.txt", "/abs/evil.txt", "C:/evil.txt"])
+@pytest.mark.parametrize(
+    "name", ["../evil.txt", "a/../../evil.txt", "/abs/evil.txt", "C:/evil.txt"]
+)
 def test_zip_traversal_refused_and_nothing_written(tmp_path, name):
     z = make_zip(tmp_path / "bad.zip", {"ok/first.jpg": b"x", name: b"evil"})
     out = tmp_path / "out"

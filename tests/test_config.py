@@ -7,7 +7,15 @@ import sys
 import pytest
 import yaml
 
-from sidflow.config import ConfigError, Plan, check_semantics, deep_merge, load_config, load_sheet, validate
+from sidflow.config import (
+    ConfigError,
+    Plan,
+    check_semantics,
+    deep_merge,
+    load_config,
+    load_sheet,
+    validate,
+)
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -86,7 +94,10 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
     validate(cfg, SCHEMA)
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.detectors() == ["teacher-vitgpt2", "student-kd", "student-nokd"]
-    assert plan.student_teachers("student-kd") == ["vitgpt2"] and plan.student_teachers("student-nokd") == []
+    assert (
+        plan.student_teachers("student-kd") == ["vitgpt2"]
+        and plan.student_teachers("student-nokd") == []
+    )
 
 
 def test_snakemake_rejects_bad_config_at_start(repo, tmp_path):
@@ -102,6 +113,12 @@ def test_snakemake_dry_run_and_lint_are_clean(repo):
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"], cwd=repo,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=repo, capture_output=True, text=True, timeout=120)
+    lint = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr

@@ -97,7 +97,9 @@ def test_exif_orientation_is_applied():
 
 
 def test_draft_mode_decodes_large_jpeg_smaller_but_not_below_target():
-    big = jpeg_bytes(np.kron(rgb_array(5, 64), np.ones((16, 16, 1), np.uint8)), quality=90)  # 1024x1024
+    big = jpeg_bytes(
+        np.kron(rgb_array(5, 64), np.ones((16, 16, 1), np.uint8)), quality=90
+    )  # 1024x1024
     img, info, _ = open_image(big, draft_size=100)
     assert (info["source_width"], info["source_height"]) == (1024, 1024)
     assert 100 <= min(img.size) < 1024

@@ -51,7 +51,9 @@ def test_exact_duplicates_reported_not_silently_dropped(tmp_path):
     s = label_generator(processed(tmp_path, raw), man_path, dup_path, "d", "g", "real", FRACTIONS)
     assert s["rows"] == 5 and s["exact_duplicates"] == 1
     dups = pd.read_parquet(dup_path)
-    assert dups["source_path"].tolist() == ["img_0_0000.png"] or dups["source_path"].tolist() == ["copy_of_first.png"]
+    assert dups["source_path"].tolist() == ["img_0_0000.png"] or dups["source_path"].tolist() == [
+        "copy_of_first.png"
+    ]
     assert pd.read_parquet(man_path)["image_id"].is_unique
 
 

@@ -67,10 +67,14 @@ def test_evaluate_uses_validation_threshold_and_reports_each_generator():
     ])  # fmt: skip
     t = evaluate_scores(s, ["d/real", "d/a"]).set_index("generator")
     assert 0.12 < t.loc["b", "threshold"] < 0.29
-    assert t.loc["b", "fake_accuracy"] == 1.0 and t.loc["b", "accuracy_at_0.5"] == pytest.approx(4 / 7)
+    assert t.loc["b", "fake_accuracy"] == 1.0 and t.loc["b", "accuracy_at_0.5"] == pytest.approx(
+        4 / 7
+    )
     assert bool(t.loc["a", "in_distribution"]) and not bool(t.loc["b", "in_distribution"])
     assert t.loc["b", "n_real"] == 4 and t.loc["b", "n_fake"] == 3
-    assert t.loc["all", "n_fake"] == 5 and t.loc["real", "ap"] is None or np.isnan(t.loc["real", "ap"])
+    assert (
+        t.loc["all", "n_fake"] == 5 and t.loc["real", "ap"] is None or np.isnan(t.loc["real", "ap"])
+    )
     js = metrics_json(t.reset_index())
     assert "ap" not in js["det"]["d/real"] and js["det"]["d/b"]["fake_accuracy"] == 1.0
 

@@ -28,7 +28,9 @@ def test_teacher_card_and_cache_schema(trained):
                             cache_root=root / "cache")  # fmt: skip
     cache = pd.read_parquet(out)
     man = pd.read_parquet(trained["manifests"][1])
-    assert s["computed"] == len(man) == len(cache) and list(cache["image_id"]) == list(man["image_id"])
+    assert s["computed"] == len(man) == len(cache) and list(cache["image_id"]) == list(
+        man["image_id"]
+    )
     assert {"logit_real", "logit_fake", "p_fake", "caption", "caption_class", "embedding", "teacher_hash",
             "preprocess", "code_version"} <= set(cache.columns)  # fmt: skip
     assert cache["p_fake"].between(0, 1).all() and len(cache["embedding"].iloc[0]) == 32
@@ -47,16 +49,22 @@ def test_cache_is_incremental_and_resumes(trained, monkeypatch):
     assert first["computed"] == len(man_all) // 2
     # Snakemake deletes outputs before a rerun; the store keeps computed rows.
     out.unlink()
-    second = build_teacher_cache(trained["teacher"], trained["manifests"][0], trained["processed"][0], out, "{}", **kw)
+    second = build_teacher_cache(
+        trained["teacher"], trained["manifests"][0], trained["processed"][0], out, "{}", **kw
+    )
     assert second["computed"] == len(man_all) - len(man_all) // 2 and second["rows"] == len(man_all)
-    third = build_teacher_cache(trained["teacher"], trained["manifests"][0], trained["processed"][0], out, "{}", **kw)
+    third = build_teacher_cache(
+        trained["teacher"], trained["manifests"][0], trained["processed"][0], out, "{}", **kw
+    )
     assert third["computed"] == 0
 
 
 def test_student_trains_from_cache_without_running_a_teacher(trained, monkeypatch, tmp_path):
     root = trained["root"]
     caches = []
-    for man, proc, gen in zip(trained["manifests"], trained["processed"], ["real", "fake"], strict=True):
+    for man, proc, gen in zip(
+        trained["manifests"], trained["processed"], ["real", "fake"], strict=True
+    ):
         out = root / "cache" / "vitgpt2" / "toy" / f"{gen}.parquet"
         build_teacher_cache(trained["teacher"], man, proc, out, "{}", cache_root=root / "cache")
         caches.append(str(out))
@@ -79,18 +87,43 @@ def test_student_trains_from_cache_without_running_a_teacher(trained, monkeypatc
 
     from sidflow.evaluate.scores import score_student
 
-    n = score_student(root / "student", trained["manifests"][1], trained["processed"][1], "student-kd", tmp_path / "s.parquet")
+    n = score_student(
+        root / "student",
+        trained["manifests"][1],
+        trained["processed"][1],
+        "student-kd",
+        tmp_path / "s.parquet",
+    )
     s = pd.read_parquet(tmp_path / "s.parquet")
-    assert len(s) == n and set(s["split"]) <= {"val", "test"} and (s["detector"] == "student-kd").all()
+    assert (
+        len(s) == n and set(s["split"]) <= {"val", "test"} and (s["detector"] == "student-kd").all()
+    )
 
     from sidflow.cli import main
 
     raw = root / "raw" / "fake"
     (raw / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    assert main(["predict", "--model", str(root / "student"), str(raw), "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(root / "student"),
+                str(raw),
+                "--output",
+                str(tmp_path / "p.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     preds = pd.read_csv(tmp_path / "p.csv")
     assert len(preds) == 61
     broken = preds[preds["path"].str.endswith("broken.png")].iloc[0]
-    assert broken["verdict"] == "quarantined" and "truncated" in broken["reason"] or "image" in broken["reason"]
+    assert (
+        broken["verdict"] == "quarantined"
+        and "truncated" in broken["reason"]
+        or "image" in broken["reason"]
+    )
     ok = preds[preds["verdict"] != "quarantined"]
     assert (ok["verdict"] == "fake").mean() > 0.8 and ok["p_fake"].between(0, 1).all()

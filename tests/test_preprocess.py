@@ -24,7 +24,9 @@ def raw(tmp_path):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_reconcile_and_quarantine(raw, tmp_path, threads):
     out = tmp_path / "out"
-    s = preprocess_generator(raw, out, PreprocessParams(image_size=16, shard_size=4), threads=threads)
+    s = preprocess_generator(
+        raw, out, PreprocessParams(image_size=16, shard_size=4), threads=threads
+    )
     assert s["inputs"] == 19 == s["written"] + s["quarantined"]
     assert s["written"] == 15 and s["quarantined"] == 4
     assert s["quarantine_reasons"] == {"empty file": 1, "not an image": 1, "truncated or corrupt image data": 1,
@@ -42,8 +44,12 @@ def test_reconcile_and_quarantine(raw, tmp_path, threads):
 
 
 def test_parallel_equals_serial(raw, tmp_path):
-    a = preprocess_generator(raw, tmp_path / "a", PreprocessParams(image_size=16, shard_size=7), threads=1)
-    b = preprocess_generator(raw, tmp_path / "b", PreprocessParams(image_size=16, shard_size=7), threads=2)
+    a = preprocess_generator(
+        raw, tmp_path / "a", PreprocessParams(image_size=16, shard_size=7), threads=1
+    )
+    b = preprocess_generator(
+        raw, tmp_path / "b", PreprocessParams(image_size=16, shard_size=7), threads=2
+    )
     assert a == b
     ra = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "a")])
     rb = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "b")])

@@ -35,7 +35,9 @@ def test_local_folder_and_zip_give_the_same_files(tmp_path):
 
 def test_local_missing_path_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.zip"):
-        fetch_generator("d", {"type": "local", "path": str(tmp_path / "nope.zip")}, ROW, tmp_path / "o")
+        fetch_generator(
+            "d", {"type": "local", "path": str(tmp_path / "nope.zip")}, ROW, tmp_path / "o"
+        )
 
 
 def test_unknown_source_type(tmp_path):
@@ -97,7 +99,9 @@ def test_url_resumes_partial_download_and_retries(tmp_path, server):
     RangeHandler.fail_first = 2
     dest = tmp_path / "f.bin"
     (tmp_path / "f.bin.part").write_bytes(RangeHandler.payload[:1000])
-    download_url(f"{server}/f.bin", dest, hashlib.sha256(RangeHandler.payload).hexdigest(), backoff=0.01)
+    download_url(
+        f"{server}/f.bin", dest, hashlib.sha256(RangeHandler.payload).hexdigest(), backoff=0.01
+    )
     assert dest.read_bytes() == RangeHandler.payload
     assert RangeHandler.requests[-1] == "bytes=1000-"  # resumed, not restarted
     assert len(RangeHandler.requests) == 3  # two failures, then success
@@ -123,7 +127,9 @@ def test_cifake_zip_through_local_source(tmp_path, cifake_zip):
     small = tmp_path / "cifake-small.zip"
     with zipfile.ZipFile(cifake_zip) as src, zipfile.ZipFile(small, "w") as dst:
         all_names = src.namelist()
-        names = [n for n in all_names if n.startswith("train/REAL/")][:50] + [n for n in all_names if n.startswith("train/FAKE/")][:70]
+        names = [n for n in all_names if n.startswith("train/REAL/")][:50] + [
+            n for n in all_names if n.startswith("train/FAKE/")
+        ][:70]
         for n in names:
             dst.writestr(n, src.read(n))
     fake = sum(n.startswith("train/FAKE/") and not n.endswith("/") for n in names)

@@ -40,7 +40,9 @@ def test_loss_terms():
 def test_teacher_mixture_weights_and_missing_rows():
     import pandas as pd
 
-    a = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [0.0, 0.0], "logit_fake": [10.0, -10.0]})
+    a = pd.DataFrame(
+        {"image_id": ["x", "y"], "logit_real": [0.0, 0.0], "logit_fake": [10.0, -10.0]}
+    )
     b = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [10.0, 10.0], "logit_fake": [0.0, 0.0]})
     mix = teacher_mixture({"a": a, "b": b}, ["x", "y"], {"a": 3.0, "b": 1.0}, t=1.0)
     assert mix.shape == (2, 2) and abs(mix.sum(1) - 1).max() < 1e-6

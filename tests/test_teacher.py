@@ -13,7 +13,10 @@ def test_registry_builds_tiny_vitgpt2():
     t = create_teacher("vitgpt2", CFG)
     assert "vitgpt2" in TEACHERS
     assert type(t.model).__name__ == "VisionEncoderDecoderModel"
-    assert type(t.model.encoder).__name__ == "ViTModel" and type(t.model.decoder).__name__ == "GPT2LMHeadModel"
+    assert (
+        type(t.model.encoder).__name__ == "ViTModel"
+        and type(t.model.decoder).__name__ == "GPT2LMHeadModel"
+    )
     with pytest.raises(KeyError, match="unknown teacher"):
         create_teacher("clip-magic", CFG)
 
@@ -46,7 +49,9 @@ def test_training_lowers_loss_and_ranks_classes_on_its_batch(tmp_path):
     assert loss.item() < first * 0.5
     out = t.score(x)
     assert torch.all(out["logits"] <= 0)  # log-probabilities of whole captions
-    assert torch.logsumexp(out["logits"], 1).max() <= 1e-5  # two captions cannot exceed probability 1
+    assert (
+        torch.logsumexp(out["logits"], 1).max() <= 1e-5
+    )  # two captions cannot exceed probability 1
     assert ((out["p_fake"] >= 0.5).long() == y).all()
     assert [t.caption_to_class(c) for c in out["captions"]] == ["real", "fake"] * 4
     assert out["embedding"].shape == (8, 32)

@@ -27,12 +27,16 @@ def cmd_predict(args) -> int:
     device = str(select_device(args.device))
     rows, counts = [], {"real": 0, "fake": 0, "quarantined": 0}
     writer = None
-    out = open(args.output, "w", newline="") if args.output and args.output.endswith(".csv") else None  # noqa: SIM115
+    out = (
+        open(args.output, "w", newline="") if args.output and args.output.endswith(".csv") else None
+    )  # noqa: SIM115
     try:
         if out:
             writer = csv.DictWriter(out, fieldnames=FIELDS)
             writer.writeheader()
-        for row in predict_paths(args.model, args.paths, args.batch_size, device, progress=args.progress):
+        for row in predict_paths(
+            args.model, args.paths, args.batch_size, device, progress=args.progress
+        ):
             counts[row["verdict"]] += 1
             if writer:
                 writer.writerow(row)
@@ -40,7 +44,10 @@ def cmd_predict(args) -> int:
                 rows.append(row)
             if not args.quiet:
                 pf = "      -" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
-                print(f"{pf}  {row['verdict']:<11}  {row['path']}" + (f"  ({row['reason']})" if row["reason"] else ""))
+                print(
+                    f"{pf}  {row['verdict']:<11}  {row['path']}"
+                    + (f"  ({row['reason']})" if row["reason"] else "")
+                )
     finally:
         if out:
             out.close()
@@ -72,12 +79,18 @@ def cmd_hash(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sidflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"sidflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="classify image files, folders or globs with a trained student")
+    p = sub.add_parser(
+        "predict", help="classify image files, folders or globs with a trained student"
+    )
     p.add_argument("paths", nargs="+", help="files, folders (recursive) or glob patterns")
-    p.add_argument("--model", required=True, help="a student folder, e.g. results/demo/models/student-kd")
+    p.add_argument(
+        "--model", required=True, help="a student folder, e.g. results/demo/models/student-kd"
+    )
     p.add_argument("--output", help="write results to this .csv (or .json) file")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")

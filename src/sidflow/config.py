@@ -27,7 +27,11 @@ class ConfigError(ValueError):
 def deep_merge(base: dict, overlay: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in overlay.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = (
+            deep_merge(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else copy.deepcopy(v)
+        )
     return out
 
 
@@ -66,19 +70,27 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
         if ds not in cfg["datasets"]:
             raise ConfigError(f"use_datasets: {ds!r} is not in datasets")
         if ds not in set(sheet["dataset"]):
-            raise ConfigError(f"use_datasets: {ds!r} has no generators in {cfg['generators_sheet']}")
+            raise ConfigError(
+                f"use_datasets: {ds!r} has no generators in {cfg['generators_sheet']}"
+            )
     exp = cfg["experiment"]
     active = {k for k in known if k.split("/")[0] in cfg["use_datasets"]}
-    for key in exp["train_generators"] + ([] if exp.get("test_generators", "all") == "all" else exp["test_generators"]):
+    for key in exp["train_generators"] + (
+        [] if exp.get("test_generators", "all") == "all" else exp["test_generators"]
+    ):
         if key not in active:
-            raise ConfigError(f"experiment: generator {key!r} is not an active generator ({sorted(active)})")
+            raise ConfigError(
+                f"experiment: generator {key!r} is not an active generator ({sorted(active)})"
+            )
     for t in exp.get("teachers", []):
         if t not in cfg.get("teachers", {}):
             raise ConfigError(f"experiment.teachers: {t!r} is not defined under teachers")
     for name, variant in exp.get("students", {}).items():
         for t in variant.get("teachers", []):
             if t not in exp.get("teachers", []):
-                raise ConfigError(f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher")
+                raise ConfigError(
+                    f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
+                )
 
 
 def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
@@ -90,11 +102,15 @@ def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
             raise ConfigError(f"{path} row {i + 2}: {exc}") from None
     dup = sheet.duplicated(["dataset", "generator"])
     if dup.any():
-        raise ConfigError(f"{path}: duplicated dataset/generator rows: {sheet[dup][['dataset', 'generator']].values.tolist()}")
+        raise ConfigError(
+            f"{path}: duplicated dataset/generator rows: {sheet[dup][['dataset', 'generator']].values.tolist()}"
+        )
     return sheet
 
 
-def load_config(path: str | Path = "config.yaml", overlays=(), schema_dir: Path = SCHEMA_DIR) -> dict:
+def load_config(
+    path: str | Path = "config.yaml", overlays=(), schema_dir: Path = SCHEMA_DIR
+) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
     for o in overlays:
         cfg = deep_merge(cfg, yaml.safe_load(Path(o).read_text()))
@@ -115,7 +131,9 @@ class Plan:
         return list(zip(rows["dataset"], rows["generator"], strict=True))
 
     def generator_row(self, dataset: str, generator: str) -> dict:
-        rows = self.sheet[(self.sheet["dataset"] == dataset) & (self.sheet["generator"] == generator)]
+        rows = self.sheet[
+            (self.sheet["dataset"] == dataset) & (self.sheet["generator"] == generator)
+        ]
         if rows.empty:
             raise KeyError(f"{dataset}/{generator} is not in the generators sheet")
         return rows.iloc[0].to_dict()
@@ -141,4 +159,6 @@ class Plan:
         return list(v.get("teachers") or self.experiment.get("teachers", []))
 
     def detectors(self) -> list[str]:
-        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + list(self.experiment.get("students", {}))
+        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + list(
+            self.experiment.get("students", {})
+        )

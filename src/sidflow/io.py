@@ -88,7 +88,11 @@ def write_parquet(
     schema: pa.Schema | None = None,
 ) -> None:
     """Write a DataFrame/Table to Parquet atomically (zstd-compressed)."""
-    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    table = (
+        df
+        if isinstance(df, pa.Table)
+        else pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    )
     with atomic_path(dest, suffix=".parquet") as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

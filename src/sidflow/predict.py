@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sidflow.data.images import BadImageError, normalize_image
@@ -28,7 +27,9 @@ def expand_paths(items: Iterable[str]) -> Iterator[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            yield from sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            yield from sorted(
+                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+            )
         elif p.exists():
             yield p
         else:
@@ -46,7 +47,10 @@ def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int =
     model, meta = load_student(model_dir)
     model.to(device)
     pre = meta.get("preprocess") or {}
-    size, quality = int(pre.get("image_size", meta["student"]["image_size"])), int(pre.get("jpeg_quality", 90))
+    size, quality = (
+        int(pre.get("image_size", meta["student"]["image_size"])),
+        int(pre.get("jpeg_quality", 90)),
+    )
     max_pixels = int(pre.get("max_pixels", 64_000_000))
     mean, std = meta["student"]["image_mean"], meta["student"]["image_std"]
     threshold, name = float(meta["threshold"]), str(model_dir)

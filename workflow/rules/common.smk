@@ -1,9 +1,12 @@
 # Shared helpers: the plan derived from the validated config, wildcard
 # constraints, and the input functions the rules use (no lambdas in rules).
 
+from pathlib import Path
+
 from sidflow.config import Plan, check_semantics, load_sheet
 
-SHEET = load_sheet(config["generators_sheet"])
+SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
+SHEET = load_sheet(config["generators_sheet"], SCHEMAS)
 check_semantics(config, SHEET)
 PLAN = Plan(config, SHEET)
 EXPERIMENT = config["experiment"]["name"]
@@ -16,7 +19,7 @@ wildcard_constraints:
     teacher=NAME,
     experiment=NAME,
     perturbation=NAME,
-    student="(?!teacher-)" + NAME,
+    student=f"(?!teacher-){NAME}",
 
 
 def key_paths(pattern, keys):
@@ -45,11 +48,17 @@ def object_class_spec(wildcards):
 
 # -- teachers -------------------------------------------------------------
 def teacher_train_manifests(wildcards):
-    return key_paths("data/manifests/{dataset}/{generator}.parquet", PLAN.teacher_train_keys(wildcards.teacher))
+    return key_paths(
+        "data/manifests/{dataset}/{generator}.parquet",
+        PLAN.teacher_train_keys(wildcards.teacher),
+    )
 
 
 def teacher_train_processed(wildcards):
-    return key_paths("data/processed/{dataset}/{generator}", PLAN.teacher_train_keys(wildcards.teacher))
+    return key_paths(
+        "data/processed/{dataset}/{generator}",
+        PLAN.teacher_train_keys(wildcards.teacher),
+    )
 
 
 def teacher_settings(wildcards):
@@ -99,6 +108,11 @@ def report_manifests(wildcards):
 
 
 def report_models(wildcards):
-    teachers = [f"results/teachers/{t}" for t in config["experiment"].get("teachers", [])]
-    students = [f"results/{wildcards.experiment}/models/{s}" for s in config["experiment"].get("students", {})]
+    teachers = [
+        f"results/teachers/{t}" for t in config["experiment"].get("teachers", [])
+    ]
+    students = [
+        f"results/{wildcards.experiment}/models/{s}"
+        for s in config["experiment"].get("students", {})
+    ]
     return teachers + students

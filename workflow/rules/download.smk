@@ -2,13 +2,13 @@ rule download:
     """Bring one generator subset to data/raw/<dataset>/<generator>/."""
     output:
         directory("data/raw/{dataset}/{generator}"),
+    log:
+        "logs/download/{dataset}/{generator}.log",
+    conda:
+        "../envs/sidflow.yaml"
     params:
         source=dataset_source,
         row=generator_row,
         seed=config["seed"],
-    conda:
-        "../envs/sidflow.yaml"
-    log:
-        "logs/download/{dataset}/{generator}.log",
     script:
         "../scripts/download.py"

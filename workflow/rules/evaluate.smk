@@ -5,10 +5,10 @@ rule score_teacher:
         manifest="data/manifests/{dataset}/{generator}.parquet",
     output:
         "results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
-    conda:
-        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.log",
+    conda:
+        "../envs/sidflow.yaml"
     script:
         "../scripts/score_teacher.py"
 
@@ -21,11 +21,11 @@ rule score_student:
         processed="data/processed/{dataset}/{generator}",
     output:
         "results/{experiment}/scores/{student}/{dataset}/{generator}/none.parquet",
-    threads: 1
-    conda:
-        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/score/{student}/{dataset}/{generator}.log",
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
     script:
         "../scripts/score_student.py"
 
@@ -38,11 +38,11 @@ rule evaluate:
         table="results/{experiment}/metrics/metrics.parquet",
         csv="results/{experiment}/metrics/metrics.csv",
         json="results/{experiment}/metrics/metrics.json",
-    params:
-        train_generators=config["experiment"]["train_generators"],
-    conda:
-        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/evaluate.log",
+    conda:
+        "../envs/sidflow.yaml"
+    params:
+        train_generators=config["experiment"]["train_generators"],
     script:
         "../scripts/evaluate.py"

@@ -6,13 +6,13 @@ rule label:
         manifest="data/manifests/{dataset}/{generator}.parquet",
         duplicates="data/manifests/{dataset}/{generator}.duplicates.parquet",
         summary="data/manifests/{dataset}/{generator}.summary.json",
+    log:
+        "logs/label/{dataset}/{generator}.log",
+    conda:
+        "../envs/sidflow.yaml"
     params:
         row=generator_row,
         splits=config["splits"],
         object_class=object_class_spec,
-    conda:
-        "../envs/sidflow.yaml"
-    log:
-        "logs/label/{dataset}/{generator}.log",
     script:
         "../scripts/label.py"

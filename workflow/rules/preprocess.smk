@@ -4,12 +4,12 @@ rule preprocess:
         "data/raw/{dataset}/{generator}",
     output:
         directory("data/processed/{dataset}/{generator}"),
-    params:
-        preprocess=config["preprocess"],
-    threads: 1
-    conda:
-        "../envs/sidflow.yaml"
     log:
         "logs/preprocess/{dataset}/{generator}.log",
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
+    params:
+        preprocess=config["preprocess"],
     script:
         "../scripts/preprocess.py"

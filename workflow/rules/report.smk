@@ -7,11 +7,11 @@ rule report:
         models=report_models,
     output:
         "results/report/{experiment}/index.html",
-    params:
-        config=config,
-    conda:
-        "../envs/sidflow.yaml"
     log:
         "logs/{experiment}/report.log",
+    conda:
+        "../envs/sidflow.yaml"
+    params:
+        config=config,
     script:
         "../scripts/report.py"

@@ -6,15 +6,15 @@ rule student_distill:
         caches=student_caches,
     output:
         directory("results/{experiment}/models/{student}"),
+    log:
+        "logs/{experiment}/student_distill/{student}.log",
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
     params:
         settings=student_settings,
         student=config["student"],
         preprocess=config["preprocess"],
         seed=config["seed"],
-    threads: 1
-    conda:
-        "../envs/sidflow.yaml"
-    log:
-        "logs/{experiment}/student_distill/{student}.log",
     script:
         "../scripts/student_distill.py"

@@ -6,12 +6,12 @@ rule teacher_cache:
         processed="data/processed/{dataset}/{generator}",
     output:
         "results/cache/{teacher}/{dataset}/{generator}.parquet",
-    params:
-        preprocess=config["preprocess"],
-    threads: 1
-    conda:
-        "../envs/sidflow.yaml"
     log:
         "logs/teacher_cache/{teacher}/{dataset}/{generator}.log",
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
+    params:
+        preprocess=config["preprocess"],
     script:
         "../scripts/teacher_cache.py"

@@ -5,14 +5,14 @@ rule teacher_finetune:
         processed=teacher_train_processed,
     output:
         directory("results/teachers/{teacher}"),
+    log:
+        "logs/teacher_finetune/{teacher}.log",
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
     params:
         settings=teacher_settings,
         image_size=config["preprocess"]["image_size"],
         seed=config["seed"],
-    threads: 1
-    conda:
-        "../envs/sidflow.yaml"
-    log:
-        "logs/teacher_finetune/{teacher}.log",
     script:
         "../scripts/teacher_finetune.py"

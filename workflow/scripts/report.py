@@ -21,8 +21,12 @@ for m in snakemake.input.models:
 build_report(
     metrics_path=snakemake.input.metrics,
     preprocess_summaries={key(p): str(Path(p) / "summary.json") for p in snakemake.input.processed},
-    manifest_summaries={key(p): p.replace(".parquet", ".summary.json") for p in snakemake.input.manifests},
-    quarantine_files={key(p): str(Path(p) / "quarantine.parquet") for p in snakemake.input.processed},
+    manifest_summaries={
+        key(p): p.replace(".parquet", ".summary.json") for p in snakemake.input.manifests
+    },
+    quarantine_files={
+        key(p): str(Path(p) / "quarantine.parquet") for p in snakemake.input.processed
+    },
     model_cards=models,
     config=config,
     out_html=snakemake.output[0],

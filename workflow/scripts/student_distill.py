@@ -12,10 +12,14 @@ setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
 caches = defaultdict(list)
 for path in snakemake.input.caches:
-    caches[Path(path).parts[2]].append(path)  # results/cache/<teacher>/<dataset>/<generator>.parquet
+    caches[Path(path).parts[2]].append(
+        path
+    )  # results/cache/<teacher>/<dataset>/<generator>.parquet
 settings = {k: v for k, v in dict(snakemake.params.settings).items() if k != "teachers"}
 train_student(
-    student_cfg=StudentConfig(**snakemake.params.student, image_size=snakemake.params.preprocess["image_size"]),
+    student_cfg=StudentConfig(
+        **snakemake.params.student, image_size=snakemake.params.preprocess["image_size"]
+    ),
     cfg=DistillConfig(**settings, seed=snakemake.params.seed),
     manifests=list(snakemake.input.manifests),
     processed_dirs=list(snakemake.input.processed),

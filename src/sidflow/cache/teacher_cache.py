@@ -49,7 +49,9 @@ def cache_schema(dim: int) -> pa.Schema:
     )
 
 
-def store_dir(cache_root: Path, teacher: str, teacher_hash: str, dataset: str, generator: str) -> Path:
+def store_dir(
+    cache_root: Path, teacher: str, teacher_hash: str, dataset: str, generator: str
+) -> Path:
     return Path(cache_root) / ".store" / f"{teacher}-{teacher_hash[:12]}" / dataset / generator
 
 
@@ -57,7 +59,9 @@ def _read_store(store: Path) -> pd.DataFrame | None:
     chunks = sorted(store.glob("chunk-*.parquet"))
     if not chunks:
         return None
-    return pd.concat([pd.read_parquet(c) for c in chunks], ignore_index=True).drop_duplicates("image_id")
+    return pd.concat([pd.read_parquet(c) for c in chunks], ignore_index=True).drop_duplicates(
+        "image_id"
+    )
 
 
 def build_teacher_cache(
@@ -81,7 +85,14 @@ def build_teacher_cache(
     done = _read_store(store)
     have = set(done["image_id"]) if done is not None else set()
     todo_ids = [i for i in man["image_id"] if i not in have]
-    log.info("%s on %s/%s: %d rows cached, %d to compute", teacher_name, dataset, generator, len(have), len(todo_ids))
+    log.info(
+        "%s on %s/%s: %d rows cached, %d to compute",
+        teacher_name,
+        dataset,
+        generator,
+        len(have),
+        len(todo_ids),
+    )
     if todo_ids:
         dev = select_device(device)
         teacher = load_teacher(teacher_dir)
@@ -97,17 +108,30 @@ def build_teacher_cache(
             rows = _score_rows(teacher, chunk, batch_size, dev)
             rows = rows.assign(teacher=teacher_name, teacher_hash=teacher_hash, preprocess=preprocess_tag,
                                code_version=sidflow.__version__)  # fmt: skip
-            write_parquet(store / f"chunk-{start + k:06d}.parquet", rows, cache_schema(len(rows["embedding"].iloc[0])))
+            write_parquet(
+                store / f"chunk-{start + k:06d}.parquet",
+                rows,
+                cache_schema(len(rows["embedding"].iloc[0])),
+            )
             log.info("cached %d/%d rows", min(lo + chunk_rows, len(images)), len(images))
         done = _read_store(store)
     out = man[["image_id"]].merge(done, on="image_id", how="left", validate="one_to_one")
     if out["p_fake"].isna().any():
-        raise RuntimeError(f"{out_path}: {int(out['p_fake'].isna().sum())} manifest rows missing from the cache")
+        raise RuntimeError(
+            f"{out_path}: {int(out['p_fake'].isna().sum())} manifest rows missing from the cache"
+        )
     write_parquet(out_path, out, cache_schema(len(out["embedding"].iloc[0])))
     counts = out["caption_class"].value_counts().to_dict()
-    summary = {"teacher": teacher_name, "rows": int(len(out)), "computed": len(todo_ids), "caption_classes": counts}
+    summary = {
+        "teacher": teacher_name,
+        "rows": int(len(out)),
+        "computed": len(todo_ids),
+        "caption_classes": counts,
+    }
     if counts.get("other"):
-        log.warning("%s: %d greedy captions name neither class (kept as 'other')", out_path, counts["other"])
+        log.warning(
+            "%s: %d greedy captions name neither class (kept as 'other')", out_path, counts["other"]
+        )
     return summary
 
 
@@ -128,7 +152,9 @@ def _score_rows(teacher, images: pd.DataFrame, batch_size: int, device) -> pd.Da
                     "logit_fake": logits[:, 1],
                     "p_fake": res["p_fake"].cpu().numpy(),
                     "caption": res["captions"],
-                    "caption_class": [teacher.caption_to_class(c) or "other" for c in res["captions"]],
+                    "caption_class": [
+                        teacher.caption_to_class(c) or "other" for c in res["captions"]
+                    ],
                     "embedding": list(res["embedding"].cpu().numpy().astype("float32")),
                 }
             )

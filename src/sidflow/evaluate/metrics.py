@@ -29,7 +29,9 @@ def binary_metrics(y, p, threshold: float) -> dict:
     n_real, n_fake = int((y == 0).sum()), int((y == 1).sum())
     out = {"n_real": n_real, "n_fake": n_fake, "threshold": float(threshold)}
     if len(y) == 0:
-        return out | dict.fromkeys(["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc"])
+        return out | dict.fromkeys(
+            ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc"]
+        )
     pred = p >= threshold
     out["accuracy"] = float((pred == (y == 1)).mean())
     out["accuracy_at_0.5"] = float(((p >= 0.5) == (y == 1)).mean())
@@ -51,7 +53,9 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
     for (detector, perturbation), df in scores.groupby(["detector", "perturbation"], sort=True):
         val = df[(df["split"] == "val") & df["key"].isin(train_generators)]
         if val.empty:
-            raise ValueError(f"{detector}: no validation scores for the training generators {train_generators}")
+            raise ValueError(
+                f"{detector}: no validation scores for the training generators {train_generators}"
+            )
         threshold = calibrate_threshold(val["label"], val["p_fake"])
         test = df[df["split"] == "test"]
         for (dataset, generator), g in test.groupby(["dataset", "generator"], sort=True):
@@ -76,9 +80,21 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
 def metrics_json(table: pd.DataFrame) -> dict:
     """Nested {detector: {dataset/generator: {metric: value}}} for ``dvc metrics show``."""
     out: dict = {}
-    keep = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "ap", "auc", "threshold"]
+    keep = [
+        "accuracy",
+        "accuracy_at_0.5",
+        "real_accuracy",
+        "fake_accuracy",
+        "ap",
+        "auc",
+        "threshold",
+    ]
     for r in table[table["perturbation"] == "none"].to_dict("records"):
-        vals = {k: r[k] for k in keep if r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))}
+        vals = {
+            k: r[k]
+            for k in keep
+            if r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))
+        }
         out.setdefault(r["detector"], {})[f"{r['dataset']}/{r['generator']}"] = vals
     return out
 

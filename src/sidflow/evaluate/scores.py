@@ -46,14 +46,18 @@ def _table(man: pd.DataFrame, p_fake, detector: str, perturbation: str) -> pd.Da
     )
 
 
-def score_teacher_from_cache(cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path) -> int:
+def score_teacher_from_cache(
+    cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path
+) -> int:
     """A teacher's scores come straight from its cache: it is never re-run here."""
     man = pd.read_parquet(manifest)
     man = man[man["split"].isin(SCORE_SPLITS)]
     cache = pd.read_parquet(cache_path, columns=["image_id", "p_fake"])
     merged = man.merge(cache, on="image_id", how="left", validate="one_to_one")
     if merged["p_fake"].isna().any():
-        raise ValueError(f"{cache_path}: {int(merged['p_fake'].isna().sum())} rows of {manifest} are not cached")
+        raise ValueError(
+            f"{cache_path}: {int(merged['p_fake'].isna().sum())} rows of {manifest} are not cached"
+        )
     write_parquet(out_path, _table(merged, merged["p_fake"], detector, "none"), SCORES_SCHEMA)
     return len(merged)
 
@@ -69,6 +73,8 @@ def score_student(
     model.to(dev)
     images = load_images([manifest], [processed_dir], SCORE_SPLITS)
     cfg = meta["student"]
-    p = predict(model, images["jpeg"].tolist(), batch_size, dev, cfg["image_mean"], cfg["image_std"])
+    p = predict(
+        model, images["jpeg"].tolist(), batch_size, dev, cfg["image_mean"], cfg["image_std"]
+    )
     write_parquet(out_path, _table(images, p, detector, "none"), SCORES_SCHEMA)
     return len(images)

@@ -30,7 +30,9 @@ class TeacherConfig:
     checkpoint: str = "tiny"
     image_size: int = 32
     captions: dict[str, str] = field(default_factory=lambda: {"real": "real", "fake": "fake"})
-    tiny: dict = field(default_factory=lambda: {"hidden_size": 64, "layers": 2, "heads": 4, "patch_size": 4})
+    tiny: dict = field(
+        default_factory=lambda: {"hidden_size": 64, "layers": 2, "heads": 4, "patch_size": 4}
+    )
     max_caption_tokens: int = 8
 
 
@@ -114,7 +116,9 @@ class CaptionTeacher:
         out_dir = Path(out_dir)
         self.model.save_pretrained(out_dir / "model", safe_serialization=True)
         self.tokenizer.save_pretrained(out_dir / "tokenizer")
-        (out_dir / "teacher.json").write_text(json.dumps({"name": self.name, "config": asdict(self.cfg)}, indent=2))
+        (out_dir / "teacher.json").write_text(
+            json.dumps({"name": self.name, "config": asdict(self.cfg)}, indent=2)
+        )
 
 
 def create_teacher(name: str, cfg: TeacherConfig | dict | None = None) -> CaptionTeacher:

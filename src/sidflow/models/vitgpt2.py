@@ -45,11 +45,21 @@ class VitGpt2Teacher(CaptionTeacher):
             model.config.pad_token_id = tokenizer.pad_token_id
             model.config.decoder_start_token_id = tokenizer.bos_token_id
             return cls(cfg, model, tokenizer)
-        return cls(cfg, cls._tiny_model(cfg, build_word_tokenizer(cfg.captions)), build_word_tokenizer(cfg.captions))
+        return cls(
+            cfg,
+            cls._tiny_model(cfg, build_word_tokenizer(cfg.captions)),
+            build_word_tokenizer(cfg.captions),
+        )
 
     @staticmethod
     def _tiny_model(cfg: TeacherConfig, tokenizer):
-        from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTModel, VisionEncoderDecoderModel
+        from transformers import (
+            GPT2Config,
+            GPT2LMHeadModel,
+            VisionEncoderDecoderModel,
+            ViTConfig,
+            ViTModel,
+        )
 
         t = cfg.tiny
         enc = ViTModel(
@@ -99,7 +109,9 @@ class VitGpt2Teacher(CaptionTeacher):
 
     def greedy_captions(self, enc, n: int) -> list[str]:
         device = enc.last_hidden_state.device
-        ids = torch.full((n, 1), self.model.config.decoder_start_token_id, dtype=torch.long, device=device)
+        ids = torch.full(
+            (n, 1), self.model.config.decoder_start_token_id, dtype=torch.long, device=device
+        )
         done = torch.zeros(n, dtype=torch.bool, device=device)
         for _ in range(self.cfg.max_caption_tokens):
             nxt = self._decoder_logits(enc, ids)[:, -1].argmax(-1)
@@ -108,7 +120,9 @@ class VitGpt2Teacher(CaptionTeacher):
             done |= nxt == self.tokenizer.eos_token_id
             if bool(done.all()):
                 break
-        return [s.strip() for s in self.tokenizer.batch_decode(ids[:, 1:], skip_special_tokens=True)]
+        return [
+            s.strip() for s in self.tokenizer.batch_decode(ids[:, 1:], skip_special_tokens=True)
+        ]
 
     def embedding(self, enc) -> torch.Tensor:
         return enc.last_hidden_state.mean(dim=1)

@@ -35,9 +35,16 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _table(df: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
-    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
+    head = "".join(
+        f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>' for c, v in zip(df.columns, row, strict=True)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="{"l" if c in left else ""}">{_fmt(v)}</td>'
+            for c, v in zip(df.columns, row, strict=True)
+        )
+        + "</tr>"
         for row in df.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -45,7 +52,13 @@ def _table(df: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
 
 def code_version() -> str:
     try:
-        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10, check=False)
+        rev = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         return f"sidflow {sidflow.__version__} ({rev.stdout.strip() or 'no git'})"
     except (OSError, subprocess.SubprocessError):
         return f"sidflow {sidflow.__version__}"
@@ -54,9 +67,18 @@ def code_version() -> str:
 def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows: generators (pooled last); columns: detectors; cells: ``metric``."""
     m = metrics[metrics["perturbation"] == "none"].copy()
-    m["generator "] = m["dataset"] + "/" + m["generator"] + m["in_distribution"].map({True: " (train)", False: ""})
-    wide = m.pivot_table(index="generator ", columns="detector", values=metric, aggfunc="first", sort=False)
-    order = [g for g in wide.index if not g.startswith("all/")] + [g for g in wide.index if g.startswith("all/")]
+    m["generator "] = (
+        m["dataset"]
+        + "/"
+        + m["generator"]
+        + m["in_distribution"].map({True: " (train)", False: ""})
+    )
+    wide = m.pivot_table(
+        index="generator ", columns="detector", values=metric, aggfunc="first", sort=False
+    )
+    order = [g for g in wide.index if not g.startswith("all/")] + [
+        g for g in wide.index if g.startswith("all/")
+    ]
     return wide.loc[order].reset_index()
 
 
@@ -90,10 +112,14 @@ def build_report(
                  'real rows show real accuracy only. Thresholds are chosen on the validation split of the training generators.</p>')  # fmt: skip
     for metric, label in [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy at the validation threshold"),
                           ("accuracy_at_0.5", "Accuracy at 0.5"), ("real_accuracy", "Real accuracy"), ("fake_accuracy", "Fake accuracy")]:  # fmt: skip
-        parts.append(f"<h3>{label}</h3>" + _table(per_generator_table(metrics, metric), left=("generator ",)))
+        parts.append(
+            f"<h3>{label}</h3>" + _table(per_generator_table(metrics, metric), left=("generator ",))
+        )
     cols = ["detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "threshold", "accuracy",
             "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc"]  # fmt: skip
-    parts.append("<h3>All metrics</h3>" + _table(metrics[cols], left=("detector", "dataset", "generator")))
+    parts.append(
+        "<h3>All metrics</h3>" + _table(metrics[cols], left=("detector", "dataset", "generator"))
+    )
 
     parts.append("<h2>Dataset card</h2>")
     rows = []
@@ -107,7 +133,13 @@ def build_report(
     qrows = [pd.read_parquet(p).assign(generator=k) for k, p in sorted(quarantine_files.items())]
     q = pd.concat(qrows, ignore_index=True) if qrows else pd.DataFrame()
     if len(q):
-        parts.append("<h3>Quarantined inputs</h3>" + _table(q[["generator", "source_path", "reason", "detail"]].head(200), left=("generator", "source_path", "reason", "detail")))
+        parts.append(
+            "<h3>Quarantined inputs</h3>"
+            + _table(
+                q[["generator", "source_path", "reason", "detail"]].head(200),
+                left=("generator", "source_path", "reason", "detail"),
+            )
+        )
     else:
         parts.append("<p>No input was quarantined.</p>")
 
@@ -116,7 +148,18 @@ def build_report(
         card = read_json(path)
         hist = pd.json_normalize(card.get("history", []))
         parts.append(f"<h3>{html.escape(name)}</h3>")
-        facts = {k: card[k] for k in ("threshold", "best_epoch", "val_ap", "train_images", "checkpoint_hash", "teachers") if k in card}
+        facts = {
+            k: card[k]
+            for k in (
+                "threshold",
+                "best_epoch",
+                "val_ap",
+                "train_images",
+                "checkpoint_hash",
+                "teachers",
+            )
+            if k in card
+        }
         parts.append(f"<pre>{html.escape(json.dumps(facts, indent=1))}</pre>")
         if len(hist):
             parts.append(_table(hist))

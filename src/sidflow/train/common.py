@@ -13,10 +13,14 @@ def balanced_sampler(labels: Sequence[int], seed: int) -> torch.utils.data.Weigh
     y = np.asarray(labels)
     counts = np.bincount(y, minlength=2).astype(float)
     if (counts == 0).any():
-        raise ValueError(f"training data needs both classes; got counts {counts.tolist()} (real, fake)")
+        raise ValueError(
+            f"training data needs both classes; got counts {counts.tolist()} (real, fake)"
+        )
     weights = torch.as_tensor(1.0 / counts[y], dtype=torch.double)
     gen = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(y), replacement=True, generator=gen)
+    return torch.utils.data.WeightedRandomSampler(
+        weights, num_samples=len(y), replacement=True, generator=gen
+    )
 
 
 def calibrate_threshold(labels: Sequence[int], p_fake: Sequence[float]) -> float:
@@ -30,7 +34,9 @@ def calibrate_threshold(labels: Sequence[int], p_fake: Sequence[float]) -> float
         raise ValueError("threshold calibration needs validation images of both classes")
     candidates = np.unique(np.concatenate([p, [0.5]]))
     # midpoints between consecutive scores generalise better than the scores themselves
-    mids = np.concatenate([[candidates[0]], (candidates[1:] + candidates[:-1]) / 2, [np.nextafter(candidates[-1], 2)]])
+    mids = np.concatenate(
+        [[candidates[0]], (candidates[1:] + candidates[:-1]) / 2, [np.nextafter(candidates[-1], 2)]]
+    )
     best, best_t = -1.0, 0.5
     for t in mids:
         pred = p >= t

@@ -51,7 +51,9 @@ class DistillationLoss(torch.nn.Module):
         super().__init__()
         self.alpha, self.t = alpha, temperature
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None) -> dict:
+    def forward(
+        self, logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None
+    ) -> dict:
         task = F.cross_entropy(logits, labels)
         if teacher_probs is None or self.alpha == 0:
             kd = torch.zeros((), device=logits.device)
@@ -61,14 +63,18 @@ class DistillationLoss(torch.nn.Module):
         return {"loss": task + self.alpha * kd, "task_loss": task.detach(), "kd_loss": kd.detach()}
 
 
-def teacher_mixture(caches: dict[str, pd.DataFrame], image_ids, weights: dict[str, float], t: float) -> np.ndarray:
+def teacher_mixture(
+    caches: dict[str, pd.DataFrame], image_ids, weights: dict[str, float], t: float
+) -> np.ndarray:
     """Weighted mixture of the teachers' softmax(logits / T), aligned to ``image_ids``."""
     total = sum(weights.get(k, 1.0) for k in caches)
     mix = np.zeros((len(image_ids), 2), dtype=np.float64)
     for name, df in caches.items():
         idx = df.set_index("image_id").reindex(image_ids)
         if idx["logit_fake"].isna().any():
-            raise ValueError(f"teacher {name}: {int(idx['logit_fake'].isna().sum())} training images not in its cache")
+            raise ValueError(
+                f"teacher {name}: {int(idx['logit_fake'].isna().sum())} training images not in its cache"
+            )
         logits = idx[["logit_real", "logit_fake"]].to_numpy(np.float64) / t
         probs = np.exp(logits - logits.max(1, keepdims=True))
         mix += weights.get(name, 1.0) / total * probs / probs.sum(1, keepdims=True)
@@ -78,7 +84,9 @@ def teacher_mixture(caches: dict[str, pd.DataFrame], image_ids, weights: dict[st
 @torch.no_grad()
 def predict(model, jpegs, batch_size: int, device, mean: float, std: float) -> np.ndarray:
     model.eval()
-    loader = torch.utils.data.DataLoader(JpegDataset(jpegs, np.zeros(len(jpegs), int), mean, std), batch_size=batch_size)
+    loader = torch.utils.data.DataLoader(
+        JpegDataset(jpegs, np.zeros(len(jpegs), int), mean, std), batch_size=batch_size
+    )
     out = []
     for x, _, _ in loader:
         with autocast(device):
@@ -105,8 +113,13 @@ def train_student(
     use_kd = cfg.alpha > 0 and bool(cache_paths)
     soft = None
     if use_kd:
-        caches = {k: read_cache(v, ["image_id", "logit_real", "logit_fake"]) for k, v in cache_paths.items()}
-        soft = torch.from_numpy(teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature))
+        caches = {
+            k: read_cache(v, ["image_id", "logit_real", "logit_fake"])
+            for k, v in cache_paths.items()
+        }
+        soft = torch.from_numpy(
+            teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature)
+        )
     model = create_student(student_cfg.arch, student_cfg).to(device)
     mean, std = student_cfg.image_mean, student_cfg.image_std
     loader = torch.utils.data.DataLoader(
@@ -115,14 +128,22 @@ def train_student(
         sampler=balanced_sampler(train["label"], cfg.seed),
     )
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.lr,
+            momentum=0.9,
+            weight_decay=cfg.weight_decay,
+            nesterov=True,
+        )
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.epochs * len(loader), warmup_frac=0.15)
     criterion = DistillationLoss(cfg.alpha if use_kd else 0.0, cfg.temperature)
     best = {"ap": -1.0}
     history = []
-    log.info("student: %d train / %d val images, KD=%s, device %s", len(train), len(val), use_kd, device)
+    log.info(
+        "student: %d train / %d val images, KD=%s, device %s", len(train), len(val), use_kd, device
+    )
     for epoch in range(cfg.epochs):
         model.train()
         t0, sums, n = time.time(), {"loss": 0.0, "task_loss": 0.0, "kd_loss": 0.0}, 0
@@ -140,11 +161,21 @@ def train_student(
             n += len(y)
         p_val = predict(model, val["jpeg"].tolist(), 2 * cfg.batch_size, device, mean, std)
         ap = float(average_precision_score(val["label"], p_val))
-        row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "val_ap": ap, "seconds": round(time.time() - t0, 1)}
+        row = {
+            "epoch": epoch + 1,
+            **{k: v / n for k, v in sums.items()},
+            "val_ap": ap,
+            "seconds": round(time.time() - t0, 1),
+        }
         history.append(row)
         log.info("student epoch %d: %s", epoch + 1, row)
         if ap > best["ap"]:
-            best = {"ap": ap, "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "p_val": p_val}
+            best = {
+                "ap": ap,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                "p_val": p_val,
+            }
     model.load_state_dict(best["state"])
     threshold = calibrate_threshold(val["label"], best["p_val"])
     meta = {
@@ -160,7 +191,13 @@ def train_student(
         "preprocess": preprocess or {},
     }
     save_student(model.cpu(), meta, out_dir)
-    log.info("student saved to %s (best epoch %d, val AP %.4f, threshold %.4f)", out_dir, best["epoch"], best["ap"], threshold)
+    log.info(
+        "student saved to %s (best epoch %d, val AP %.4f, threshold %.4f)",
+        out_dir,
+        best["epoch"],
+        best["ap"],
+        threshold,
+    )
     return meta
 
 
@@ -168,7 +205,10 @@ def save_student(model: torch.nn.Module, meta: dict, out_dir: str | Path) -> Non
     from safetensors.torch import save_file
 
     with atomic_dir(out_dir) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
         write_json(tmp / "student.json", meta)
 
 

@@ -44,7 +44,11 @@ def evaluate_teacher(teacher: CaptionTeacher, loader, device) -> dict:
         ps.append(out["p_fake"].cpu().numpy())
         unknown += sum(teacher.caption_to_class(c) is None for c in out["captions"])
     y, p = np.concatenate(ys), np.concatenate(ps)
-    return {"accuracy": float(((p >= 0.5) == y).mean()), "n": int(len(y)), "other_captions": int(unknown)}
+    return {
+        "accuracy": float(((p >= 0.5) == y).mean()),
+        "n": int(len(y)),
+        "other_captions": int(unknown),
+    }
 
 
 def finetune_teacher(
@@ -70,7 +74,9 @@ def finetune_teacher(
     val_loader = torch.utils.data.DataLoader(
         JpegDataset(val["jpeg"], val["label"], mean, std), batch_size=2 * train_cfg.batch_size
     )
-    opt = torch.optim.AdamW(teacher.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        teacher.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
+    )
     steps = max(1, train_cfg.epochs * len(train_loader))
     sched = warmup_cosine(opt, steps)
     history = []
