@@ -35,7 +35,7 @@ def test_ties_are_handled_like_sklearn():
 def test_one_class_gives_none_not_nan():
     m = binary_metrics([0, 0, 0], [0.1, 0.7, 0.2], 0.5)
     assert m["ap"] is None and m["auc"] is None and m["fake_accuracy"] is None
-    assert m["real_accuracy"] == pytest.approx(2 / 3) and m["n_fake"] == 0
+    assert m["real_accuracy"] == pytest.approx(2 / 3) and m["n_fake"] == 0 and m["f1"] is None
 
 
 def test_empty_generator_gives_counts_and_none():

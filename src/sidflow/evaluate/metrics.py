@@ -39,7 +39,7 @@ def binary_metrics(y, p, threshold: float) -> dict:
     out["fake_accuracy"] = float(pred[y == 1].mean()) if n_fake else None
     tp = int((pred & (y == 1)).sum())
     denom = int(pred.sum()) + n_fake
-    out["f1"] = 2 * tp / denom if denom else None
+    out["f1"] = 2 * tp / denom if denom and n_fake else None  # undefined without fakes
     both = n_real > 0 and n_fake > 0
     out["ap"] = float(average_precision_score(y, p)) if both else None
     out["auc"] = float(roc_auc_score(y, p)) if both else None

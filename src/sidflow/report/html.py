@@ -111,7 +111,7 @@ def build_report(
     parts.append('<p>Each fake generator is scored against the real test images of its dataset; '
                  'real rows show real accuracy only. Thresholds are chosen on the validation split of the training generators.</p>')  # fmt: skip
     for metric, label in [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy at the validation threshold"),
-                          ("accuracy_at_0.5", "Accuracy at 0.5"), ("real_accuracy", "Real accuracy"), ("fake_accuracy", "Fake accuracy")]:  # fmt: skip
+                          ("accuracy_at_0.5", "Accuracy at 0.5"), ("fake_accuracy", "Fake accuracy")]:  # fmt: skip
         parts.append(
             f"<h3>{label}</h3>" + _table(per_generator_table(metrics, metric), left=("generator ",))
         )

@@ -1,0 +1,72 @@
+"""Read manifests + processed shards into memory and into torch tensors.
+
+Training and scoring read the processed JPEG bytes joined to the manifest on
+``image_id``; nothing re-reads the raw files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from sidflow.data.images import decode_jpeg_array
+from sidflow.data.preprocess import part_files
+
+
+def load_images(
+    manifest_paths: Sequence[str | Path],
+    processed_dirs: Sequence[str | Path],
+    splits: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Manifest rows (optionally only ``splits``) with their processed ``jpeg`` bytes."""
+    if len(manifest_paths) != len(processed_dirs):
+        raise ValueError("one processed folder per manifest is needed")
+    frames = []
+    for mpath, pdir in zip(manifest_paths, processed_dirs, strict=True):
+        man = pd.read_parquet(mpath)
+        if splits is not None:
+            man = man[man["split"].isin(list(splits))]
+        if man.empty:
+            continue
+        wanted = set(man["image_id"])
+        parts = []
+        for part in part_files(pdir):
+            t = pq.read_table(part, columns=["image_id", "jpeg"]).to_pandas()
+            parts.append(t[t["image_id"].isin(wanted)])
+        jpegs = pd.concat(parts, ignore_index=True).drop_duplicates("image_id")
+        merged = man.merge(jpegs, on="image_id", how="left", validate="one_to_one")
+        missing = merged["jpeg"].isna().sum()
+        if missing:
+            raise ValueError(f"{mpath}: {missing} manifest rows have no processed image in {pdir}")
+        frames.append(merged)
+    if not frames:
+        raise ValueError(f"no images in splits {splits} of {list(manifest_paths)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def to_tensor(jpegs: Sequence[bytes], mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
+    """Decode JPEG bytes to a float tensor N x 3 x H x W normalised by (x/255-mean)/std."""
+    arr = np.stack([decode_jpeg_array(j) for j in jpegs]).astype(np.float32) / 255.0
+    return (torch.from_numpy(arr).permute(0, 3, 1, 2) - mean) / std
+
+
+class JpegDataset(torch.utils.data.Dataset):
+    """Decodes processed JPEGs lazily; yields (image, label, index)."""
+
+    def __init__(self, jpegs: Sequence[bytes], labels: Sequence[int], mean=0.5, std=0.5, augment: bool = False):
+        self.jpegs, self.labels = list(jpegs), torch.tensor(np.asarray(labels), dtype=torch.long)
+        self.mean, self.std, self.augment = mean, std, augment
+
+    def __len__(self) -> int:
+        return len(self.jpegs)
+
+    def __getitem__(self, i: int):
+        x = to_tensor([self.jpegs[i]], self.mean, self.std)[0]
+        if self.augment and torch.rand(()) < 0.5:
+            x = torch.flip(x, dims=[2])
+        return x, self.labels[i], i
