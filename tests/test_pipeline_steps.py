@@ -127,3 +127,31 @@ def test_student_trains_from_cache_without_running_a_teacher(trained, monkeypatc
     )
     ok = preds[preds["verdict"] != "quarantined"]
     assert (ok["verdict"] == "fake").mean() > 0.8 and ok["p_fake"].between(0, 1).all()
+
+
+def test_student_training_is_deterministic(tiny_dataset):
+    from safetensors.torch import load_file
+
+    from sidflow.models.student import StudentConfig
+
+    root = tiny_dataset["root"]
+    metas = []
+    for run in ("a", "b"):
+        metas.append(
+            train_student(
+                StudentConfig(image_size=32),
+                DistillConfig(alpha=0.0, epochs=1, batch_size=16, seed=7),
+                tiny_dataset["manifests"],
+                tiny_dataset["processed"],
+                {},
+                root / run,
+            )
+        )
+    wa, wb = (
+        load_file(str(root / "a" / "model.safetensors")),
+        load_file(str(root / "b" / "model.safetensors")),
+    )
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    assert metas[0]["history"] == [
+        dict(h, seconds=metas[0]["history"][0]["seconds"]) for h in metas[1]["history"]
+    ]
