@@ -63,3 +63,58 @@ def test_training_lowers_loss_and_ranks_classes_on_its_batch(tmp_path):
 def test_unknown_caption_is_reported_as_other():
     t = create_teacher("vitgpt2", CFG)
     assert t.caption_to_class("a cat") is None and t.caption_to_class(" Fake ") == "fake"
+
+
+BLIP = TeacherConfig(
+    arch="blip2",
+    tiny={"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8, "query_tokens": 4},
+)
+
+
+def test_registry_builds_tiny_blip2_with_image_tokens():
+    t = create_teacher("blip2", BLIP)
+    assert type(t.model).__name__ == "Blip2ForConditionalGeneration"
+    batch = t.collate(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    image_id = t.model.config.image_token_index
+    assert image_id is not None
+    assert (batch["input_ids"][:, :4] == image_id).all()  # num_query_tokens placeholders first
+    assert (batch["labels"][:, :5] == -100).all() and (batch["labels"][:, 5:] >= 0).all()
+
+
+def test_blip2_scores_depend_on_the_image():
+    torch.manual_seed(0)
+    t = create_teacher("blip2", BLIP)
+    x = torch.randn(4, 3, 32, 32)
+    a = t.score(x)["logits"]
+    b = t.score(x.flip(0))["logits"]
+    assert not torch.allclose(a, b)  # the image reaches the language model
+    torch.testing.assert_close(a.flip(0), b)
+
+
+def test_blip2_lora_step_lowers_loss_and_touches_only_adapters():
+    torch.manual_seed(0)
+    cfg = TeacherConfig(
+        arch="blip2", tiny=BLIP.tiny, lora={"enabled": True, "r": 4, "qformer": ["query", "value"]}
+    )
+    t = create_teacher("blip2", cfg)
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    trainable = {n for n, p in t.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("qformer" in n for n in trainable) and any("language_model" in n for n in trainable)
+    x, y = _batch()
+    opt = torch.optim.AdamW(t.trainable_parameters(), lr=1e-2)
+    first = t.loss(x, y).item()
+    for _ in range(15):
+        loss = t.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert t.loss(x, y).item() < first
+    changed = {n for n, p in t.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and changed <= trainable
+    frozen_changed = [
+        n
+        for n, p in t.model.named_parameters()
+        if n not in trainable and not torch.equal(before[n], p)
+    ]
+    assert frozen_changed == []

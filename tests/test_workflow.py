@@ -19,10 +19,14 @@ teachers:
     arch: vitgpt2
     tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8}
     finetune: {epochs: 1, batch_size: 32}
+  blip2:
+    arch: blip2
+    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8, query_tokens: 4}
+    finetune: {epochs: 1, batch_size: 32}
 experiment:
   name: smoke
   train_generators: [demo/real, demo/ae-deconv, demo/dcgan-face]
-  teachers: [vitgpt2]
+  teachers: [vitgpt2, blip2]
   students:
     student-kd: {alpha: 1.0, epochs: 1}
     student-nokd: {alpha: 0.0, epochs: 1}
@@ -55,7 +59,12 @@ def test_report_and_metrics(run):
         and "Quarantined inputs" in html
     )
     metrics = pd.read_parquet(run / "results/smoke/metrics/metrics.parquet")
-    assert set(metrics["detector"]) == {"teacher-vitgpt2", "student-kd", "student-nokd"}
+    assert set(metrics["detector"]) == {
+        "teacher-vitgpt2",
+        "teacher-blip2",
+        "student-kd",
+        "student-nokd",
+    }
     assert set(metrics["generator"]) == {"real", "ae-deconv", "ae-bilinear", "dcgan-face", "all"}
     js = json.loads((run / "results/smoke/metrics/metrics.json").read_text())
     row = metrics[(metrics["detector"] == "student-kd") & (metrics["generator"] == "all")].iloc[0]

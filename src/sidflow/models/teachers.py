@@ -34,6 +34,17 @@ class TeacherConfig:
         default_factory=lambda: {"hidden_size": 64, "layers": 2, "heads": 4, "patch_size": 4}
     )
     max_caption_tokens: int = 8
+    precision: str = "fp32"  # fp32 | bf16 | 8bit (8-bit needs bitsandbytes and a GPU)
+    lora: dict = field(
+        default_factory=dict
+    )  # {enabled, r, alpha, dropout, language_model, qformer}
+
+
+def teacher_config_from_settings(settings: dict, image_size: int) -> TeacherConfig:
+    """A TeacherConfig from one ``teachers.<name>`` block of the validated config."""
+    keys = ("arch", "checkpoint", "captions", "tiny", "precision", "max_caption_tokens", "lora")
+    kwargs = {k: settings[k] for k in keys if k in settings}
+    return TeacherConfig(image_size=image_size, **kwargs)
 
 
 def register_teacher(name: str):
@@ -71,8 +82,12 @@ class CaptionTeacher:
         return out.to(labels.device)
 
     # -- training ------------------------------------------------------------
+    def collate(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Model keyword arguments (with ``labels``) for a batch of images and class labels."""
+        return {"pixel_values": pixel_values, "labels": self.label_tensor(labels)}
+
     def loss(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values, labels=self.label_tensor(labels)).loss
+        return self.model(**self.collate(pixel_values, labels)).loss
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -114,7 +129,10 @@ class CaptionTeacher:
     # -- persistence ---------------------------------------------------------
     def save(self, out_dir: str | Path) -> None:
         out_dir = Path(out_dir)
-        self.model.save_pretrained(out_dir / "model", safe_serialization=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload") and self.cfg.checkpoint == "tiny":
+            model = model.merge_and_unload()  # a tiny base is random: keep the merged weights
+        model.save_pretrained(out_dir / "model")
         self.tokenizer.save_pretrained(out_dir / "tokenizer")
         (out_dir / "teacher.json").write_text(
             json.dumps({"name": self.name, "config": asdict(self.cfg)}, indent=2)
@@ -123,7 +141,8 @@ class CaptionTeacher:
 
 def create_teacher(name: str, cfg: TeacherConfig | dict | None = None) -> CaptionTeacher:
     """Build a teacher by registry name (``vitgpt2``) from a config."""
-    import sidflow.models.vitgpt2  # noqa: F401  (registers)
+    import sidflow.models.blip2  # noqa: F401  (registers)
+    import sidflow.models.vitgpt2  # noqa: F401
 
     if name not in TEACHERS:
         raise KeyError(f"unknown teacher {name!r}; known: {sorted(TEACHERS)}")
@@ -134,6 +153,7 @@ def create_teacher(name: str, cfg: TeacherConfig | dict | None = None) -> Captio
 
 def load_teacher(model_dir: str | Path) -> CaptionTeacher:
     """Load a fine-tuned teacher saved by :meth:`CaptionTeacher.save` (safetensors only)."""
+    import sidflow.models.blip2  # noqa: F401
     import sidflow.models.vitgpt2  # noqa: F401
 
     model_dir = Path(model_dir)

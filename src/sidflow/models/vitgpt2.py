@@ -19,16 +19,21 @@ from sidflow.models.teachers import CaptionTeacher, TeacherConfig, register_teac
 SPECIAL = {"pad_token": "[PAD]", "bos_token": "[BOS]", "eos_token": "[EOS]", "unk_token": "[UNK]"}
 
 
-def build_word_tokenizer(captions: dict[str, str]):
-    """A word-level ``PreTrainedTokenizerFast`` whose vocabulary is the caption words."""
+def build_word_tokenizer(captions: dict[str, str], extra_special: list[str] | None = None):
+    """A word-level ``PreTrainedTokenizerFast`` whose vocabulary is the caption words
+    (plus ``extra_special`` tokens such as BLIP-2's ``<image>``)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = sorted({w for text in captions.values() for w in text.lower().split()})
-    vocab = {tok: i for i, tok in enumerate(list(SPECIAL.values()) + words)}
+    extra = list(extra_special or [])
+    vocab = {tok: i for i, tok in enumerate(list(SPECIAL.values()) + extra + words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+    if extra:
+        fast.add_special_tokens({"additional_special_tokens": extra})
+    return fast
 
 
 @register_teacher("vitgpt2")

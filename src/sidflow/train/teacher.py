@@ -1,15 +1,19 @@
 """Teacher fine-tuning step: teach a captioner to say "real" or "fake".
 
-    finetune_teacher("vitgpt2", TeacherConfig(), FinetuneConfig(), manifests, processed, "results/teachers/vitgpt2")
+    finetune_teacher("vitgpt2", TeacherConfig(), FinetuneConfig(), manifests, processed,
+                     "results/teachers/vitgpt2")
 
-Trains on the ``train`` split of the given generators with class-balanced
-sampling, reports validation loss and caption-score accuracy per epoch, and saves
-the model (safetensors), tokenizer and a card with the checkpoint's content hash.
+Runs the Hugging Face ``Trainer`` (``Seq2SeqTrainer`` for the encoder-decoder ViT-GPT2),
+so bf16 autocast on GPUs, several GPUs (``torchrun``) and gradient accumulation come
+with it. The ``train`` split of the given generators is class-balanced by resampling
+with the seed; validation loss and caption-score accuracy are logged per epoch. The
+model (safetensors), tokenizer and a card with the checkpoint's content hash are saved.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,10 +22,9 @@ import numpy as np
 import torch
 
 from sidflow.data.loading import JpegDataset, load_images
-from sidflow.devices import autocast, seed_everything, select_device
+from sidflow.devices import seed_everything, select_device
 from sidflow.io import atomic_dir, hash_tree, write_json
 from sidflow.models.teachers import CaptionTeacher, TeacherConfig, create_teacher
-from sidflow.train.common import balanced_sampler, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +35,55 @@ class FinetuneConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
+    warmup: float = 0.1
+    grad_accum: int = 1
     seed: int = 0
     device: str = "auto"
 
 
-def evaluate_teacher(teacher: CaptionTeacher, loader, device) -> dict:
+@torch.no_grad()
+def evaluate_teacher(
+    teacher: CaptionTeacher, dataset: JpegDataset, device, batch_size: int = 128
+) -> dict:
+    """Accuracy of p_fake >= 0.5 and how many greedy captions name neither class."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     ys, ps, unknown = [], [], 0
+    was_training = teacher.model.training
     for x, y, _ in loader:
         out = teacher.score(x.to(device))
         ys.append(y.numpy())
         ps.append(out["p_fake"].cpu().numpy())
         unknown += sum(teacher.caption_to_class(c) is None for c in out["captions"])
+    teacher.model.train(was_training)
     y, p = np.concatenate(ys), np.concatenate(ps)
     return {
         "accuracy": float(((p >= 0.5) == y).mean()),
         "n": int(len(y)),
         "other_captions": int(unknown),
     }
+
+
+def balanced_indices(labels, seed: int) -> np.ndarray:
+    """Resample indices so that both classes appear equally often (same total length)."""
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    per_class = len(y) // 2
+    idx = [rng.choice(np.flatnonzero(y == c), per_class, replace=True) for c in (0, 1)]
+    if any(len(np.flatnonzero(y == c)) == 0 for c in (0, 1)):
+        raise ValueError("teacher training data needs both real and fake images")
+    return rng.permutation(np.concatenate(idx))
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, base: JpegDataset, indices: np.ndarray):
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        x, y, _ = self.base[int(self.indices[i])]
+        return {"pixel_values": x, "label": y}
 
 
 def finetune_teacher(
@@ -59,44 +94,86 @@ def finetune_teacher(
     processed_dirs: list[str],
     out_dir: str | Path,
 ) -> dict:
+    from transformers import (
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
     seed_everything(train_cfg.seed)
     device = select_device(train_cfg.device)
     teacher = create_teacher(name, cfg)
-    teacher.model.to(device)
     train = load_images(manifests, processed_dirs, ["train"])
     val = load_images(manifests, processed_dirs, ["val"])
     mean, std = teacher.image_mean, teacher.image_std
-    train_loader = torch.utils.data.DataLoader(
-        JpegDataset(train["jpeg"], train["label"], mean, std, augment=True),
-        batch_size=train_cfg.batch_size,
-        sampler=balanced_sampler(train["label"], train_cfg.seed),
+    train_ds = _Items(JpegDataset(train["jpeg"], train["label"], mean, std, augment=True),
+                      balanced_indices(train["label"], train_cfg.seed))  # fmt: skip
+    val_ds = JpegDataset(val["jpeg"], val["label"], mean, std)
+    history: list[dict] = []
+
+    def collate(items):
+        x = torch.stack([it["pixel_values"] for it in items])
+        y = torch.stack([it["label"] for it in items])
+        return teacher.collate(x, y)
+
+    class EpochEval(TrainerCallback):
+        t0 = time.time()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            dev = next(teacher.model.parameters()).device
+            metrics = evaluate_teacher(teacher, val_ds, dev)
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            row = {"epoch": round(state.epoch), "train_loss": losses[-1] if losses else None, "val": metrics,
+                   "seconds": round(time.time() - self.t0, 2)}  # fmt: skip
+            history.append(row)
+            log.info("teacher %s epoch %d: %s", name, row["epoch"], row)
+            self.t0 = time.time()
+
+    steps = (
+        int(np.ceil(len(train_ds) / (train_cfg.batch_size * train_cfg.grad_accum)))
+        * train_cfg.epochs
     )
-    val_loader = torch.utils.data.DataLoader(
-        JpegDataset(val["jpeg"], val["label"], mean, std), batch_size=2 * train_cfg.batch_size
+    seq2seq = teacher.model.config.is_encoder_decoder
+    args_cls, trainer_cls = (
+        (Seq2SeqTrainingArguments, Seq2SeqTrainer) if seq2seq else (TrainingArguments, Trainer)
     )
-    opt = torch.optim.AdamW(
-        teacher.trainable_parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    log.info(
+        "teacher %s (%s): %d train / %d val images on %s",
+        name,
+        trainer_cls.__name__,
+        len(train),
+        len(val),
+        device,
     )
-    steps = max(1, train_cfg.epochs * len(train_loader))
-    sched = warmup_cosine(opt, steps)
-    history = []
-    log.info("teacher %s: %d train / %d val images on %s", name, len(train), len(val), device)
-    for epoch in range(train_cfg.epochs):
-        teacher.model.train()
-        t0, losses = time.time(), []
-        for x, y, _ in train_loader:
-            with autocast(device):
-                loss = teacher.loss(x.to(device), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(teacher.trainable_parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-        metrics = evaluate_teacher(teacher, val_loader, device)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val": metrics,
-                        "seconds": round(time.time() - t0, 2)})  # fmt: skip
-        log.info("teacher %s epoch %d: loss %.4f val %s", name, epoch + 1, np.mean(losses), metrics)
+    with tempfile.TemporaryDirectory(prefix="sidflow-trainer-") as tmp:
+        args = args_cls(
+            output_dir=tmp,
+            per_device_train_batch_size=train_cfg.batch_size,
+            gradient_accumulation_steps=train_cfg.grad_accum,
+            num_train_epochs=train_cfg.epochs,
+            learning_rate=train_cfg.lr,
+            weight_decay=train_cfg.weight_decay,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, int(train_cfg.warmup * steps)),
+            max_grad_norm=1.0,
+            logging_strategy="epoch",
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=[],
+            seed=train_cfg.seed,
+            data_seed=train_cfg.seed,
+            use_cpu=device.type == "cpu",
+            bf16=use_bf16,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        trainer = trainer_cls(model=teacher.model, args=args, train_dataset=train_ds, data_collator=collate,
+                              callbacks=[EpochEval()])  # fmt: skip
+        trainer.train()
     teacher.model.to("cpu")
     with atomic_dir(out_dir) as tmp:
         teacher.save(tmp)
