@@ -93,11 +93,9 @@ def test_cifake_overlay_is_valid(repo, monkeypatch):
 def test_plan_lists_detectors_and_kd_teachers(cfg):
     validate(cfg, SCHEMA)
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
-    assert plan.detectors() == ["teacher-vitgpt2", "student-kd", "student-nokd"]
-    assert (
-        plan.student_teachers("student-kd") == ["vitgpt2"]
-        and plan.student_teachers("student-nokd") == []
-    )
+    assert plan.detectors() == ["teacher-vitgpt2", "teacher-blip2", "student-kd", "student-nokd"]
+    assert plan.student_teachers("student-kd") == ["vitgpt2", "blip2"]
+    assert plan.student_teachers("student-nokd") == []
 
 
 def test_snakemake_rejects_bad_config_at_start(repo, tmp_path):

@@ -40,7 +40,10 @@ def _tiny_config(cfg: TeacherConfig, tokenizer):
     )  # fmt: skip
     return Blip2Config(
         vision_config={"hidden_size": h, "intermediate_size": 4 * h, "num_hidden_layers": t["layers"],
-                       "num_attention_heads": t["heads"], "image_size": cfg.image_size, "patch_size": t["patch_size"]},
+                       "num_attention_heads": t["heads"], "image_size": cfg.image_size,
+            # the vision tower's default initializer_range is 1e-10 (it is always loaded
+            # pretrained); from scratch that would erase the image signal
+            "initializer_range": 0.02, "patch_size": t["patch_size"]},
         qformer_config={"hidden_size": h, "num_hidden_layers": t["layers"], "num_attention_heads": t["heads"],
                         "intermediate_size": 4 * h, "encoder_hidden_size": h, "vocab_size": 8,
                         "max_position_embeddings": 16},
@@ -72,6 +75,12 @@ class Blip2Teacher(CaptionTeacher):
         if cfg.checkpoint == "tiny":
             tokenizer = build_word_tokenizer(cfg.captions, extra_special=[IMAGE_TOKEN])
             model = Blip2ForConditionalGeneration(_tiny_config(cfg, tokenizer))
+            # Built from scratch, the query tokens start at zero: identical queries that
+            # layer-normalise to nothing. Pretrained checkpoints learned them; here they
+            # get the Q-Former's usual normal initialisation.
+            torch.nn.init.normal_(
+                model.query_tokens, std=model.config.qformer_config.initializer_range
+            )
         else:
             model = Blip2ForConditionalGeneration.from_pretrained(
                 cfg.checkpoint, **_precision_kwargs(cfg.precision)
