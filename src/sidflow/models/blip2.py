@@ -168,21 +168,13 @@ class Blip2Teacher(CaptionTeacher):
         pred = logp[:, start - 1 : -1]
         return pred.gather(2, target.unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
-    def greedy_captions(self, enc, n: int) -> list[str]:
-        device = enc.pooler_output.device
-        ids = torch.tensor(self.prefix_ids(), device=device).expand(n, -1).clone()
-        start = ids.shape[1]
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-        for _ in range(self.cfg.max_caption_tokens):
-            nxt = self._logits(enc, ids)[:, -1].argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            done |= nxt == self.tokenizer.eos_token_id
-            if bool(done.all()):
-                break
-        return [
-            s.strip() for s in self.tokenizer.batch_decode(ids[:, start:], skip_special_tokens=True)
-        ]
+    def caption_start(self, enc, n: int) -> torch.Tensor:
+        return (
+            torch.tensor(self.prefix_ids(), device=enc.pooler_output.device).expand(n, -1).clone()
+        )
+
+    def next_token_logits(self, enc, ids: torch.Tensor) -> torch.Tensor:
+        return self._logits(enc, ids)[:, -1]
 
     def embedding(self, enc) -> torch.Tensor:
         return enc.pooler_output.mean(dim=1)

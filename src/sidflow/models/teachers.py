@@ -99,8 +99,30 @@ class CaptionTeacher:
     def caption_logprob(self, encoded, cls: str) -> torch.Tensor:
         raise NotImplementedError
 
-    def greedy_captions(self, encoded, n: int) -> list[str]:
+    def caption_start(self, encoded, n: int) -> torch.Tensor:
+        """Token ids every generated caption starts from (n x k)."""
         raise NotImplementedError
+
+    def next_token_logits(self, encoded, ids: torch.Tensor) -> torch.Tensor:
+        """Logits of the token after ``ids`` (n x vocab)."""
+        raise NotImplementedError
+
+    def greedy_captions(self, encoded, n: int) -> list[str]:
+        """Greedy decoding from :meth:`caption_start`, at most ``max_caption_tokens``."""
+        ids = self.caption_start(encoded, n)
+        start = ids.shape[1]
+        done = torch.zeros(n, dtype=torch.bool, device=ids.device)
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        for _ in range(self.cfg.max_caption_tokens):
+            nxt = self.next_token_logits(encoded, ids).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            done |= nxt == eos
+            if bool(done.all()):
+                break
+        return [
+            s.strip() for s in self.tokenizer.batch_decode(ids[:, start:], skip_special_tokens=True)
+        ]
 
     def embedding(self, encoded) -> torch.Tensor:
         raise NotImplementedError

@@ -112,22 +112,12 @@ class VitGpt2Teacher(CaptionTeacher):
         logp = F.log_softmax(self._decoder_logits(enc, dec_in).float(), dim=-1)
         return logp.gather(2, target.expand(n, -1).unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
-    def greedy_captions(self, enc, n: int) -> list[str]:
-        device = enc.last_hidden_state.device
-        ids = torch.full(
-            (n, 1), self.model.config.decoder_start_token_id, dtype=torch.long, device=device
-        )
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-        for _ in range(self.cfg.max_caption_tokens):
-            nxt = self._decoder_logits(enc, ids)[:, -1].argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, self.tokenizer.pad_token_id), nxt)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            done |= nxt == self.tokenizer.eos_token_id
-            if bool(done.all()):
-                break
-        return [
-            s.strip() for s in self.tokenizer.batch_decode(ids[:, 1:], skip_special_tokens=True)
-        ]
+    def caption_start(self, enc, n: int) -> torch.Tensor:
+        start = self.model.config.decoder_start_token_id
+        return torch.full((n, 1), start, dtype=torch.long, device=enc.last_hidden_state.device)
+
+    def next_token_logits(self, enc, ids: torch.Tensor) -> torch.Tensor:
+        return self._decoder_logits(enc, ids)[:, -1]
 
     def embedding(self, enc) -> torch.Tensor:
         return enc.last_hidden_state.mean(dim=1)
