@@ -35,18 +35,24 @@ def _batch():
     return x, y
 
 
+def _train(teacher, x, y, steps: int, lr: float) -> tuple[float, float]:
+    """Plain AdamW steps on one batch; returns the loss before and after."""
+    opt = torch.optim.AdamW(teacher.trainable_parameters(), lr=lr)
+    first = teacher.loss(x, y).item()
+    for _ in range(steps):
+        loss = teacher.loss(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return first, teacher.loss(x, y).item()
+
+
 def test_training_lowers_loss_and_ranks_classes_on_its_batch(tmp_path):
     torch.manual_seed(0)
     t = create_teacher("vitgpt2", CFG)
     x, y = _batch()
-    opt = torch.optim.AdamW(t.trainable_parameters(), lr=3e-3)
-    first = t.loss(x, y).item()
-    for _ in range(60):
-        loss = t.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < first * 0.5
+    first, last = _train(t, x, y, steps=60, lr=3e-3)
+    assert last < first * 0.5
     out = t.score(x)
     assert torch.all(out["logits"] <= 0)  # log-probabilities of whole captions
     assert (
@@ -102,14 +108,8 @@ def test_blip2_lora_step_lowers_loss_and_touches_only_adapters():
     assert trainable and all("lora_" in n for n in trainable)
     assert any("qformer" in n for n in trainable) and any("language_model" in n for n in trainable)
     x, y = _batch()
-    opt = torch.optim.AdamW(t.trainable_parameters(), lr=1e-2)
-    first = t.loss(x, y).item()
-    for _ in range(15):
-        loss = t.loss(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert t.loss(x, y).item() < first
+    first, last = _train(t, x, y, steps=15, lr=1e-2)
+    assert last < first
     changed = {n for n, p in t.model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert changed and changed <= trainable
     frozen_changed = [
