@@ -78,11 +78,11 @@ def test_student_trains_from_cache_without_running_a_teacher(trained, monkeypatc
     monkeypatch.setattr(teachers, "load_teacher", boom)
     from sidflow.models.student import StudentConfig
 
-    meta = train_student(StudentConfig(image_size=32), DistillConfig(epochs=6, batch_size=16, lr=3e-3),
+    meta = train_student(StudentConfig(image_size=32), DistillConfig(epochs=6, batch_size=16, lr=3e-3, beta=0.5),
                          trained["manifests"], trained["processed"], {"vitgpt2": caches}, root / "student",
                          preprocess={"image_size": 32, "jpeg_quality": 95})  # fmt: skip
     assert meta["teachers"] == ["vitgpt2"] and 0 <= meta["threshold"] <= 1
-    assert all(h["kd_loss"] > 0 for h in meta["history"])
+    assert all(h["kd_loss"] > 0 and h["feat_loss"] > 0 for h in meta["history"])
     assert meta["val_ap"] > 0.8  # the toy task is separable
 
     from sidflow.evaluate.scores import score_student

@@ -26,7 +26,8 @@ def test_loss_terms():
     y = torch.tensor([0, 1, 0, 1])
     same = torch.softmax(logits.detach() / 2.0, 1)
     terms = DistillationLoss(alpha=1.0, temperature=2.0)(logits, y, same)
-    assert set(terms) == {"loss", "task_loss", "kd_loss"}
+    assert set(terms) == {"loss", "task_loss", "kd_loss", "feat_loss"}
+    assert terms["feat_loss"] == 0  # beta = 0: no alignment term
     assert terms["kd_loss"].abs() < 1e-6  # student already equals the teacher mixture
     other = torch.tensor([[0.9, 0.1]] * 4)
     terms = DistillationLoss(alpha=0.5, temperature=2.0)(logits, y, other)
@@ -49,3 +50,24 @@ def test_teacher_mixture_weights_and_missing_rows():
     assert mix[0, 1] == pytest.approx(0.75, abs=1e-3)
     with pytest.raises(ValueError, match="not in its cache"):
         teacher_mixture({"a": a}, ["x", "z"], {}, 1.0)
+
+
+def test_feature_alignment_term_reaches_the_student():
+    from sidflow.models import StudentConfig, create_student
+
+    torch.manual_seed(0)
+    student = create_student("resnet18", StudentConfig(image_size=32))
+    crit = DistillationLoss(
+        alpha=0.0, temperature=2.0, beta=1.0, feature_dim=512, teacher_dims={"a": 16, "b": 8}
+    )
+    out = student(torch.randn(4, 3, 32, 32))
+    emb = {"a": torch.randn(4, 16), "b": torch.randn(4, 8)}
+    terms = crit(out["logits"], torch.tensor([0, 1, 0, 1]), None, out["features"], emb)
+    assert 0 < terms["feat_loss"] <= 2  # 1 - cosine lies in [0, 2]
+    assert torch.isclose(terms["loss"], terms["task_loss"] + terms["feat_loss"])
+    terms["loss"].backward()
+    assert student.backbone.conv1.weight.grad.abs().sum() > 0
+    assert crit.projections["a"].weight.grad is not None
+    aligned = crit(out["logits"].detach(), torch.tensor([0, 1, 0, 1]), None, out["features"].detach(),
+                   {k: crit.projections[k](out["features"].detach()).detach() for k in emb})  # fmt: skip
+    assert aligned["feat_loss"].abs() < 1e-5  # perfectly aligned features cost nothing

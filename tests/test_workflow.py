@@ -28,7 +28,7 @@ experiment:
   train_generators: [demo/real, demo/ae-deconv, demo/dcgan-face]
   teachers: [vitgpt2, blip2]
   students:
-    student-kd: {alpha: 1.0, epochs: 1}
+    student-kd: {alpha: 1.0, beta: 0.5, epochs: 1}
     student-nokd: {alpha: 0.0, epochs: 1}
 """
 

@@ -1,6 +1,7 @@
 """Student distillation step: ResNet18 learns from labels and a mixture of teachers.
 
     loss = task_loss + alpha * T^2 * KL(teacher_mixture_T || student_T)
+           + beta * mean_t (1 - cos(P_t(student_features), teacher_embedding_t))
 
 Teachers are never run here: their logits come from the cache. ``alpha = 0`` (or
 no teachers) is the plain supervised no-KD baseline. The mixture is a fixed
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 class DistillConfig:
     alpha: float = 1.0
     temperature: float = 2.0
+    beta: float = 0.0
     teacher_weights: dict[str, float] = field(default_factory=dict)
     epochs: int = 3
     batch_size: int = 64
@@ -45,22 +47,67 @@ class DistillConfig:
 
 
 class DistillationLoss(torch.nn.Module):
-    """Returns ``{loss, task_loss, kd_loss}``; ``teacher_probs`` are T-softened mixtures."""
+    """``{loss, task_loss, kd_loss, feat_loss}`` for one batch.
 
-    def __init__(self, alpha: float, temperature: float):
+    ``loss = CE + alpha * T^2 * KL(teacher_probs || softmax(logits / T))
+    + beta * mean_t (1 - cos(P_t(features), embedding_t))``, where ``teacher_probs`` is the
+    T-softened teacher mixture and ``P_t`` a linear projection of the student's pooled
+    features onto teacher t's cached embedding space (trained with the student, not saved).
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        temperature: float,
+        beta: float = 0.0,
+        feature_dim: int = 512,
+        teacher_dims: dict[str, int] | None = None,
+    ):
         super().__init__()
-        self.alpha, self.t = alpha, temperature
+        self.alpha, self.t, self.beta = alpha, temperature, beta
+        dims = teacher_dims if beta > 0 else {}
+        self.projections = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(feature_dim, dim) for name, dim in (dims or {}).items()}
+        )
 
     def forward(
-        self, logits: torch.Tensor, labels: torch.Tensor, teacher_probs: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_probs: torch.Tensor | None,
+        features: torch.Tensor | None = None,
+        teacher_embeddings: dict[str, torch.Tensor] | None = None,
     ) -> dict:
         task = F.cross_entropy(logits, labels)
-        if teacher_probs is None or self.alpha == 0:
-            kd = torch.zeros((), device=logits.device)
-        else:
+        zero = torch.zeros((), device=logits.device)
+        kd, feat = zero, zero
+        if teacher_probs is not None and self.alpha > 0:
             log_student = F.log_softmax(logits / self.t, dim=1)
             kd = F.kl_div(log_student, teacher_probs, reduction="batchmean") * self.t**2
-        return {"loss": task + self.alpha * kd, "task_loss": task.detach(), "kd_loss": kd.detach()}
+        if self.beta > 0 and len(self.projections) and features is not None and teacher_embeddings:
+            terms = [
+                1 - F.cosine_similarity(self.projections[name](features), emb, dim=1).mean()
+                for name, emb in teacher_embeddings.items()
+            ]
+            feat = torch.stack(terms).mean()
+        loss = task + self.alpha * kd + self.beta * feat
+        return {
+            "loss": loss,
+            "task_loss": task.detach(),
+            "kd_loss": kd.detach(),
+            "feat_loss": feat.detach(),
+        }
+
+
+def teacher_embeddings(caches: dict[str, pd.DataFrame], image_ids) -> dict[str, torch.Tensor]:
+    """Each teacher's cached embedding for ``image_ids`` (N x dim float32 tensors)."""
+    out = {}
+    for name, df in caches.items():
+        idx = df.set_index("image_id").reindex(image_ids)
+        if idx["embedding"].isna().any():
+            raise ValueError(f"teacher {name}: training images missing from its cache")
+        out[name] = torch.from_numpy(np.stack(idx["embedding"].to_numpy()).astype(np.float32))
+    return out
 
 
 def teacher_mixture(
@@ -110,16 +157,16 @@ def train_student(
     device = select_device(cfg.device)
     train = load_images(manifests, processed_dirs, ["train"])
     val = load_images(manifests, processed_dirs, ["val"])
-    use_kd = cfg.alpha > 0 and bool(cache_paths)
-    soft = None
+    use_kd = (cfg.alpha > 0 or cfg.beta > 0) and bool(cache_paths)
+    soft, embeddings = None, {}
     if use_kd:
-        caches = {
-            k: read_cache(v, ["image_id", "logit_real", "logit_fake"])
-            for k, v in cache_paths.items()
-        }
+        cols = ["image_id", "logit_real", "logit_fake"] + (["embedding"] if cfg.beta > 0 else [])
+        caches = {k: read_cache(v, cols) for k, v in cache_paths.items()}
         soft = torch.from_numpy(
             teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature)
         )
+        if cfg.beta > 0:
+            embeddings = teacher_embeddings(caches, train["image_id"])
     model = create_student(student_cfg.arch, student_cfg).to(device)
     mean, std = student_cfg.image_mean, student_cfg.image_std
     loader = torch.utils.data.DataLoader(
@@ -127,18 +174,25 @@ def train_student(
         batch_size=cfg.batch_size,
         sampler=balanced_sampler(train["label"], cfg.seed),
     )
+    criterion = DistillationLoss(
+        cfg.alpha if use_kd else 0.0,
+        cfg.temperature,
+        beta=cfg.beta if use_kd else 0.0,
+        feature_dim=model.feature_dim,
+        teacher_dims={k: v.shape[1] for k, v in embeddings.items()},
+    ).to(device)
+    params = list(model.parameters()) + list(criterion.parameters())
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(
-            model.parameters(),
+            params,
             lr=cfg.lr,
             momentum=0.9,
             weight_decay=cfg.weight_decay,
             nesterov=True,
         )
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.epochs * len(loader), warmup_frac=0.15)
-    criterion = DistillationLoss(cfg.alpha if use_kd else 0.0, cfg.temperature)
     best = {"ap": -1.0}
     history = []
     log.info(
@@ -146,12 +200,19 @@ def train_student(
     )
     for epoch in range(cfg.epochs):
         model.train()
-        t0, sums, n = time.time(), {"loss": 0.0, "task_loss": 0.0, "kd_loss": 0.0}, 0
+        t0, n = time.time(), 0
+        sums = {"loss": 0.0, "task_loss": 0.0, "kd_loss": 0.0, "feat_loss": 0.0}
         for x, y, idx in loader:
             x, y = x.to(device), y.to(device)
             with autocast(device):
-                logits = model(x)["logits"].float()
-            terms = criterion(logits, y, soft[idx].to(device) if soft is not None else None)
+                out = model(x)
+            terms = criterion(
+                out["logits"].float(),
+                y,
+                soft[idx].to(device) if soft is not None else None,
+                out["features"].float(),
+                {k: v[idx].to(device) for k, v in embeddings.items()},
+            )
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
