@@ -73,13 +73,10 @@ def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int =
     for path in paths:
         try:
             norm = normalize_image(path.read_bytes(), size, quality, max_pixels)
-        except BadImageError as exc:
+        except (BadImageError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable file: {exc}"
             yield {"path": str(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
-                   "model": name, "reason": str(exc)}  # fmt: skip
-            continue
-        except OSError as exc:
-            yield {"path": str(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
-                   "model": name, "reason": f"unreadable file: {exc}"}  # fmt: skip
+                   "model": name, "reason": reason}  # fmt: skip
             continue
         batch.append((path, norm.jpeg))
         if len(batch) >= batch_size:

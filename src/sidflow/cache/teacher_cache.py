@@ -97,11 +97,7 @@ def build_teacher_cache(
         dev = select_device(device)
         teacher = load_teacher(teacher_dir)
         teacher.model.to(dev).eval()
-        sub = man[man["image_id"].isin(set(todo_ids))]
-        tmp_manifest = store / ".todo-manifest.parquet"
-        write_parquet(tmp_manifest, sub)
-        images = load_images([tmp_manifest], [processed_dir])
-        tmp_manifest.unlink()
+        images = load_images([man[man["image_id"].isin(set(todo_ids))]], [processed_dir])
         start = len(list(store.glob("chunk-*.parquet")))
         for k, lo in enumerate(range(0, len(images), chunk_rows)):
             chunk = images.iloc[lo : lo + chunk_rows]

@@ -19,16 +19,18 @@ from sidflow.data.preprocess import part_files
 
 
 def load_images(
-    manifest_paths: Sequence[str | Path],
+    manifest_paths: Sequence[str | Path | pd.DataFrame],
     processed_dirs: Sequence[str | Path],
     splits: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Manifest rows (optionally only ``splits``) with their processed ``jpeg`` bytes."""
+    """Manifest rows (optionally only ``splits``) with their processed ``jpeg`` bytes.
+
+    Each manifest is a Parquet path or an already-loaded manifest DataFrame."""
     if len(manifest_paths) != len(processed_dirs):
         raise ValueError("one processed folder per manifest is needed")
     frames = []
     for mpath, pdir in zip(manifest_paths, processed_dirs, strict=True):
-        man = pd.read_parquet(mpath)
+        man = mpath if isinstance(mpath, pd.DataFrame) else pd.read_parquet(mpath)
         if splits is not None:
             man = man[man["split"].isin(list(splits))]
         if man.empty:
@@ -42,7 +44,8 @@ def load_images(
         merged = man.merge(jpegs, on="image_id", how="left", validate="one_to_one")
         missing = merged["jpeg"].isna().sum()
         if missing:
-            raise ValueError(f"{mpath}: {missing} manifest rows have no processed image in {pdir}")
+            name = "manifest" if isinstance(mpath, pd.DataFrame) else mpath
+            raise ValueError(f"{name}: {missing} manifest rows have no processed image in {pdir}")
         frames.append(merged)
     if not frames:
         raise ValueError(f"no images in splits {splits} of {list(manifest_paths)}")

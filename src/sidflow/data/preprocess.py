@@ -85,25 +85,29 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
     """Return ("ok", row) or ("quarantine", row) for one input file; never raises."""
     raw_dir, rel, params = args
     path = Path(raw_dir) / rel
+
+    def quarantined(reason: str, detail: str, data: bytes | None = None) -> tuple[str, dict]:
+        return "quarantine", {
+            "source_path": rel,
+            "image_id": None if data is None else sha256_bytes(data),
+            "source_bytes": None if data is None else len(data),
+            "reason": reason,
+            "detail": detail,
+        }
+
     try:
         if path.is_symlink():
-            raise BadImageError("symbolic link", "links are not followed")
+            return quarantined("symbolic link", "links are not followed")
         data = path.read_bytes()
-    except BadImageError as exc:
-        return "quarantine", {"source_path": rel, "image_id": None, "source_bytes": None,
-                              "reason": exc.reason, "detail": exc.detail}  # fmt: skip
     except OSError as exc:
-        return "quarantine", {"source_path": rel, "image_id": None, "source_bytes": None,
-                              "reason": "unreadable file", "detail": str(exc)}  # fmt: skip
-    image_id = sha256_bytes(data)
+        return quarantined("unreadable file", str(exc))
     try:
         norm = normalize_image(data, params.image_size, params.jpeg_quality, params.max_pixels)
     except BadImageError as exc:
-        return "quarantine", {"source_path": rel, "image_id": image_id, "source_bytes": len(data),
-                              "reason": exc.reason, "detail": exc.detail}  # fmt: skip
+        return quarantined(exc.reason, exc.detail, data)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill a 2M-image run
-        return "quarantine", {"source_path": rel, "image_id": image_id, "source_bytes": len(data),
-                              "reason": "unexpected decoder error", "detail": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+        return quarantined("unexpected decoder error", f"{type(exc).__name__}: {exc}", data)
+    image_id = sha256_bytes(data)
     row = asdict(norm)
     row.update(image_id=image_id, source_path=rel, source_bytes=len(data), pixel_sha256=sha256_bytes(norm.jpeg))
     return "ok", row
