@@ -152,6 +152,6 @@ def test_student_training_is_deterministic(tiny_dataset):
         load_file(str(root / "b" / "model.safetensors")),
     )
     assert all((wa[k] == wb[k]).all() for k in wa)
-    assert metas[0]["history"] == [
-        dict(h, seconds=metas[0]["history"][0]["seconds"]) for h in metas[1]["history"]
-    ]
+    timing = ("seconds", "images_per_s")
+    strip = [{k: v for k, v in h.items() if k not in timing} for m in metas for h in m["history"]]
+    assert strip[0] == strip[1]

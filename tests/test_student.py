@@ -26,7 +26,14 @@ def test_loss_terms():
     y = torch.tensor([0, 1, 0, 1])
     same = torch.softmax(logits.detach() / 2.0, 1)
     terms = DistillationLoss(alpha=1.0, temperature=2.0)(logits, y, same)
-    assert set(terms) == {"loss", "task_loss", "kd_loss", "feat_loss"}
+    assert set(terms) == {
+        "loss",
+        "task_loss",
+        "kd_loss",
+        "feat_loss",
+        "object_loss",
+        "generator_loss",
+    }
     assert terms["feat_loss"] == 0  # beta = 0: no alignment term
     assert terms["kd_loss"].abs() < 1e-6  # student already equals the teacher mixture
     other = torch.tensor([[0.9, 0.1]] * 4)
@@ -71,3 +78,80 @@ def test_feature_alignment_term_reaches_the_student():
     aligned = crit(out["logits"].detach(), torch.tensor([0, 1, 0, 1]), None, out["features"].detach(),
                    {k: crit.projections[k](out["features"].detach()).detach() for k in emb})  # fmt: skip
     assert aligned["feat_loss"].abs() < 1e-5  # perfectly aligned features cost nothing
+
+
+def test_extra_heads_shapes_and_losses():
+    torch.manual_seed(0)
+    cfg = StudentConfig(
+        image_size=32, object_classes=["cat", "dog", "ship"], generators=["real", "a/x", "a/y"]
+    )
+    student = create_student("resnet18", cfg)
+    out = student(torch.randn(4, 3, 32, 32))
+    assert out["object_logits"].shape == (4, 3) and out["generator_logits"].shape == (4, 3)
+    crit = DistillationLoss(0.0, 2.0, object_weight=0.5, generator_weight=0.25)
+    y, obj, gen = (
+        torch.tensor([0, 1, 0, 1]),
+        torch.tensor([0, -1, 2, 1]),
+        torch.tensor([0, 1, 0, 2]),
+    )
+    terms = crit(out["logits"], y, None, out["features"], None, out, obj, gen)
+    assert terms["object_loss"] > 0 and terms["generator_loss"] > 0
+    expected = terms["task_loss"] + 0.5 * terms["object_loss"] + 0.25 * terms["generator_loss"]
+    assert torch.isclose(terms["loss"], expected)
+    terms["loss"].backward()
+    assert student.object_head.weight.grad.abs().sum() > 0
+    assert student.generator_head.weight.grad.abs().sum() > 0
+    # unknown object classes only: the term is zero, not NaN, and the graph still holds
+    none = crit(out["logits"].detach(), y, None, None, None,
+                {k: v.detach().requires_grad_() for k, v in out.items()}, torch.full((4,), -1), gen)  # fmt: skip
+    assert none["object_loss"] == 0 and torch.isfinite(none["loss"])
+
+
+def test_mixture_weightings():
+    import pandas as pd
+
+    # teacher a: confident and right on x (fake), confident and wrong on y (real)
+    a = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [0.0, 0.0], "logit_fake": [5.0, 5.0]})
+    # teacher b: unsure on both
+    b = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [0.0, 0.0], "logit_fake": [0.0, 0.0]})
+    caches, ids, labels = {"a": a, "b": b}, ["x", "y"], [1, 0]
+    fixed = teacher_mixture(caches, ids, {}, 1.0)
+    conf = teacher_mixture(caches, ids, {}, 1.0, "confidence")
+    corr = teacher_mixture(caches, ids, {}, 1.0, "correctness", labels)
+    assert fixed[0, 1] == pytest.approx(fixed[1, 1])  # fixed ignores the image
+    assert conf[0, 1] > fixed[0, 1]  # the confident teacher counts more
+    assert (
+        corr[1, 1] < fixed[1, 1] and corr[0, 1] > fixed[0, 1]
+    )  # a is wrong on y: down-weighted there
+    for m in (fixed, conf, corr):
+        assert abs(m.sum(1) - 1).max() < 1e-6
+    with pytest.raises(ValueError, match="labels"):
+        teacher_mixture(caches, ids, {}, 1.0, "correctness")
+    with pytest.raises(ValueError, match="weighting"):
+        teacher_mixture(caches, ids, {}, 1.0, "vibes")
+
+
+def test_balanced_epoch_is_balanced_and_replayable():
+    import numpy as np
+
+    from sidflow.train.common import balanced_epoch
+
+    labels = np.array([0] * 30 + [1] * 10)
+    a, b = balanced_epoch(labels, 3, 0), balanced_epoch(labels, 3, 0)
+    assert (a == b).all() and not (a == balanced_epoch(labels, 3, 1)).all()
+    assert len(a) == 40 and (labels[a] == 1).sum() == 20
+    assert len(set(a[labels[a] == 0])) == 20  # majority class drawn without replacement
+    with pytest.raises(ValueError, match="both classes"):
+        balanced_epoch(np.zeros(5, int), 0, 0)
+
+
+def test_precision_resolution():
+    from sidflow.devices import amp_dtype, cpu_has_amx
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, "fp32") is None and amp_dtype(cpu, "bf16") == torch.bfloat16
+    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_amx() else None)
+    with pytest.raises(ValueError, match="CUDA"):
+        amp_dtype(cpu, "fp16")
+    with pytest.raises(ValueError, match="precision"):
+        amp_dtype(cpu, "fp8")

@@ -3,6 +3,7 @@
     sidflow predict --model results/demo/models/student-kd images/ more/*.png --output preds.csv
     sidflow validate-config [--configfile experiments/cifake.yaml]
     sidflow hash FILE...          # sha256 to pin a dataset archive in config
+    sidflow train-student --spec spec.json   # also: torchrun ... -m sidflow.cli train-student
 
 The pipeline itself runs with ``snakemake --profile profiles/local``.
 """
@@ -70,6 +71,15 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_train_student(args) -> int:
+    from sidflow.io import setup_logging
+    from sidflow.train.launch import run_spec_file
+
+    setup_logging(None)
+    run_spec_file(args.spec)
+    return 0
+
+
 def cmd_hash(args) -> int:
     from sidflow.io import sha256_file
 
@@ -101,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--config", default="config.yaml")
     v.add_argument("--configfile", action="append", help="overlay, as with snakemake --configfile")
     v.set_defaults(func=cmd_validate)
+    t = sub.add_parser("train-student", help="train a student from a spec (also under torchrun)")
+    t.add_argument("--spec", required=True, help="JSON spec, see sidflow.train.launch")
+    t.set_defaults(func=cmd_train_student)
     h = sub.add_parser("hash", help="print sha256 of files (to pin dataset archives in config)")
     h.add_argument("files", nargs="+")
     h.set_defaults(func=cmd_hash)

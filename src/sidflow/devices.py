@@ -31,6 +31,44 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+def cpu_has_amx() -> bool:
+    """True on CPUs with AMX bf16 tiles (oneDNN then runs bf16 convolutions fast)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+def amp_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (auto | fp32 | bf16 | fp16) on ``device``.
+
+    ``auto`` means bf16 on CUDA GPUs that support it and on CPUs with AMX, else fp32
+    (None). Explicit ``bf16``/``fp16`` are honoured (fp16 only on CUDA)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("fp16 autocast needs a CUDA device; use bf16 or fp32")
+        return torch.float16
+    if precision != "auto":
+        raise ValueError(f"unknown precision {precision!r} (auto, fp32, bf16, fp16)")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_amx():
+        return torch.bfloat16
+    return None
+
+
+def autocast_to(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device`` (a no-op context when dtype is None)."""
+    if dtype is None or device.type not in ("cuda", "cpu"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(int(threads))

@@ -12,6 +12,7 @@ rule student_distill:
         "../envs/sidflow.yaml"
     threads: 1
     params:
+        checkpoint="results/{experiment}/checkpoints/{student}",
         settings=student_settings,
         student=config["student"],
         preprocess=config["preprocess"],

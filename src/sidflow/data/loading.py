@@ -73,3 +73,30 @@ class JpegDataset(torch.utils.data.Dataset):
         if self.augment and torch.rand(()) < 0.5:
             x = torch.flip(x, dims=[2])
         return x, self.labels[i], i
+
+
+class ImageBank:
+    """Training images as a uint8 N x 3 x H x W tensor, decoded once when it fits in
+    ``max_bytes`` (else decoded per batch). ``batch(idx)`` returns normalised floats."""
+
+    def __init__(self, jpegs: Sequence[bytes], mean=0.5, std=0.5, max_bytes: int = 4 << 30):
+        self.jpegs, self.mean, self.std = list(jpegs), mean, std
+        self.decoded = None
+        if self.jpegs:
+            h, w, _ = decode_jpeg_array(self.jpegs[0]).shape
+            if len(self.jpegs) * h * w * 3 <= max_bytes:
+                arr = np.stack([decode_jpeg_array(j) for j in self.jpegs])
+                self.decoded = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self) -> int:
+        return len(self.jpegs)
+
+    def batch(self, idx, augment: bool = False) -> torch.Tensor:
+        if self.decoded is not None:
+            x = (self.decoded[torch.as_tensor(idx)].float() / 255.0 - self.mean) / self.std
+        else:
+            x = to_tensor([self.jpegs[i] for i in idx], self.mean, self.std)
+        if augment:  # random horizontal flip, from the (per-epoch seeded) torch RNG
+            flip = torch.rand(len(x)) < 0.5
+            x[flip] = torch.flip(x[flip], dims=[3])
+        return x

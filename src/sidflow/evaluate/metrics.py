@@ -46,6 +46,18 @@ def binary_metrics(y, p, threshold: float) -> dict:
     return out
 
 
+def object_metrics(scores: pd.DataFrame) -> dict:
+    """Object-class accuracy of a detector's object head on the rows of ``scores`` whose
+    class is known (``None`` when the detector has no object head or no class is known)."""
+    if "object_pred" not in scores or "object_class" not in scores:
+        return {"object_accuracy": None, "n_object": 0}
+    known = scores[scores["object_pred"].notna() & scores["object_class"].notna()]
+    if known.empty:
+        return {"object_accuracy": None, "n_object": 0}
+    acc = float((known["object_pred"] == known["object_class"]).mean())
+    return {"object_accuracy": acc, "n_object": int(len(known))}
+
+
 def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.DataFrame:
     """Tidy metrics: one row per (detector, perturbation, dataset, generator) plus pooled rows."""
     scores = scores.assign(key=scores["dataset"] + "/" + scores["generator"])
@@ -70,10 +82,10 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
             m = binary_metrics(part["label"], part["p_fake"], threshold)
             rows.append({"detector": detector, "perturbation": perturbation, "dataset": dataset,
                          "generator": generator, "is_real": bool(g["label"].iloc[0] == 0),
-                         "in_distribution": key in train_generators, **m})  # fmt: skip
+                         "in_distribution": key in train_generators, **m, **object_metrics(g)})  # fmt: skip
         m = binary_metrics(test["label"], test["p_fake"], threshold)
         rows.append({"detector": detector, "perturbation": perturbation, "dataset": "all", "generator": "all",
-                     "is_real": False, "in_distribution": False, **m})  # fmt: skip
+                     "is_real": False, "in_distribution": False, **m, **object_metrics(test)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -88,6 +100,7 @@ def metrics_json(table: pd.DataFrame) -> dict:
         "ap",
         "auc",
         "threshold",
+        "object_accuracy",
     ]
     for r in table[table["perturbation"] == "none"].to_dict("records"):
         vals = {

@@ -1,6 +1,8 @@
 """Every detector writes the same scores table; evaluation reads nothing else.
 
-Columns: ``image_id, detector, dataset, generator, split, label, perturbation, p_fake``.
+Columns: ``image_id, detector, dataset, generator, split, label, perturbation, p_fake``,
+plus ``object_class`` (the manifest's, may be null) and ``object_pred`` (a detector's
+object-class head's answer, null for detectors without one).
 Written to ``results/<experiment>/scores/<detector>/<dataset>/<generator>/<perturbation>.parquet``
 for the ``val`` and ``test`` splits.
 """
@@ -11,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from sidflow.data.loading import load_images
-from sidflow.devices import select_device
+from sidflow.devices import amp_dtype, select_device
 from sidflow.io import write_parquet
 
 SCORE_SPLITS = ("val", "test")
@@ -27,11 +30,16 @@ SCORES_SCHEMA = pa.schema(
         ("label", pa.int8()),
         ("perturbation", pa.string()),
         ("p_fake", pa.float32()),
+        ("object_class", pa.string()),
+        ("object_pred", pa.string()),
     ]
 )
 
 
-def _table(man: pd.DataFrame, p_fake, detector: str, perturbation: str) -> pd.DataFrame:
+def _table(
+    man: pd.DataFrame, p_fake, detector: str, perturbation: str, object_pred=None
+) -> pd.DataFrame:
+    obj = man["object_class"] if "object_class" in man else pd.Series([None] * len(man))
     return pd.DataFrame(
         {
             "image_id": man["image_id"].to_numpy(),
@@ -42,6 +50,8 @@ def _table(man: pd.DataFrame, p_fake, detector: str, perturbation: str) -> pd.Da
             "label": man["label"].to_numpy().astype("int8"),
             "perturbation": perturbation,
             "p_fake": pd.Series(p_fake).to_numpy().astype("float32"),
+            "object_class": obj.astype(object).where(obj.notna(), None).to_numpy(),
+            "object_pred": object_pred if object_pred is not None else [None] * len(man),
         }
     )
 
@@ -66,15 +76,19 @@ def score_student(
     model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str, out_path: str | Path,
     device: str = "auto", batch_size: int = 256,
 ) -> int:  # fmt: skip
+    from sidflow.data.loading import ImageBank
     from sidflow.train.distill import load_student, predict
 
     model, meta = load_student(model_dir)
     dev = select_device(device)
-    model.to(dev)
+    model.to(dev).to(memory_format=torch.channels_last)
     images = load_images([manifest], [processed_dir], SCORE_SPLITS)
     cfg = meta["student"]
-    p = predict(
-        model, images["jpeg"].tolist(), batch_size, dev, cfg["image_mean"], cfg["image_std"]
+    bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
+    preds = predict(
+        model, bank, batch_size, dev, amp_dtype(dev, meta["distill"].get("precision", "auto"))
     )
-    write_parquet(out_path, _table(images, p, detector, "none"), SCORES_SCHEMA)
+    names = cfg.get("object_classes") or []
+    obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
+    write_parquet(out_path, _table(images, preds["p_fake"], detector, "none", obj), SCORES_SCHEMA)
     return len(images)

@@ -3,6 +3,10 @@
     model = create_student("resnet18", StudentConfig(image_size=32, stem="cifar-maxpool"))
     out = model(x)   # {"logits": (N,2), "features": (N,512)}
 
+Optional extra heads (multi-task "seed variants"): ``object_classes`` (e.g. the ten
+CIFAR-10 names) adds ``out["object_logits"]``; ``generators`` (real + each training
+generator) adds ``out["generator_logits"]`` for generator attribution.
+
 Stems (the 32x32 case needs care: fake fingerprints are high-frequency and the
 ImageNet stem, 7x7 stride 2 + max-pool, throws most of them away):
 
@@ -16,7 +20,7 @@ ImageNet stem, 7x7 stride 2 + max-pool, throws most of them away):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -35,6 +39,8 @@ class StudentConfig:
     pretrained: str | None = None  # path to a torchvision state_dict (.pth/.safetensors)
     image_mean: float = 0.5
     image_std: float = 0.5
+    object_classes: list[str] = field(default_factory=list)  # names; empty = no object head
+    generators: list[str] = field(default_factory=list)  # "dataset/generator"; empty = no head
 
 
 class ResNetStudent(nn.Module):
@@ -60,10 +66,19 @@ class ResNetStudent(nn.Module):
         net.fc = nn.Identity()
         self.backbone = net
         self.head = nn.Linear(self.feature_dim, cfg.num_classes)
+        if cfg.object_classes:
+            self.object_head = nn.Linear(self.feature_dim, len(cfg.object_classes))
+        if cfg.generators:
+            self.generator_head = nn.Linear(self.feature_dim, len(cfg.generators))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.backbone(x)
-        return {"logits": self.head(feats), "features": feats}
+        out = {"logits": self.head(feats), "features": feats}
+        if self.cfg.object_classes:
+            out["object_logits"] = self.object_head(feats)
+        if self.cfg.generators:
+            out["generator_logits"] = self.generator_head(feats)
+        return out
 
 
 def _load_state_dict(path: str) -> dict:

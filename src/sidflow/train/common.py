@@ -23,6 +23,27 @@ def balanced_sampler(labels: Sequence[int], seed: int) -> torch.utils.data.Weigh
     )
 
 
+def balanced_epoch(labels: Sequence[int], seed: int, epoch: int) -> np.ndarray:
+    """Indices for one epoch: half real, half fake, each class drawn without replacement
+    (cycled when it is the minority), shuffled. Depends only on (seed, epoch), so a
+    resumed run replays the same order."""
+    y = np.asarray(labels)
+    counts = np.bincount(y, minlength=2)
+    if (counts[:2] == 0).any():
+        raise ValueError(
+            f"training data needs both classes; got counts {counts.tolist()} (real, fake)"
+        )
+    rng = np.random.default_rng([seed, epoch])
+    half = (len(y) + 1) // 2
+    parts = []
+    for c in (0, 1):
+        idx = np.flatnonzero(y == c)
+        reps = -(-half // len(idx))
+        parts.append(np.concatenate([rng.permutation(idx) for _ in range(reps)])[:half])
+    order = np.concatenate(parts)
+    return order[rng.permutation(len(order))]
+
+
 def calibrate_threshold(labels: Sequence[int], p_fake: Sequence[float]) -> float:
     """The p_fake threshold maximising balanced accuracy on *validation* data.
 

@@ -1,32 +1,45 @@
 """Student distillation step: ResNet18 learns from labels and a mixture of teachers.
 
-    loss = task_loss + alpha * T^2 * KL(teacher_mixture_T || student_T)
-           + beta * mean_t (1 - cos(P_t(student_features), teacher_embedding_t))
+    meta = train_student(StudentConfig(image_size=32), DistillConfig(alpha=1, epochs=3),
+                         manifests, processed_dirs, {"vitgpt2": [cache.parquet, ...]}, out_dir)
 
-Teachers are never run here: their logits come from the cache. ``alpha = 0`` (or
-no teachers) is the plain supervised no-KD baseline. The mixture is a fixed
-weighting of the teachers' temperature-softened distributions.
+The loss and the teacher mixture are in :mod:`sidflow.train.distill_loss`. Teachers
+are never run here: their logits and embeddings come from the cache. ``alpha = 0``
+(or no teachers) is the plain supervised no-KD baseline. Every epoch is checkpointed
+(:mod:`sidflow.train.checkpoint`); a killed run resumes with identical results.
+Started by ``torchrun`` it trains data-parallel (:mod:`sidflow.train.distributed`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from sidflow.cache.teacher_cache import read_cache
-from sidflow.data.loading import JpegDataset, load_images
-from sidflow.devices import autocast, seed_everything, select_device
+from sidflow.data.loading import ImageBank, load_images
+from sidflow.devices import amp_dtype, autocast_to, seed_everything, select_device
 from sidflow.io import atomic_dir, write_json
 from sidflow.models.student import StudentConfig, create_student
-from sidflow.train.common import balanced_sampler, calibrate_threshold, warmup_cosine
+from sidflow.train.checkpoint import load_checkpoint, save_checkpoint
+from sidflow.train.common import balanced_epoch, calibrate_threshold, warmup_cosine
+from sidflow.train.distill_loss import (  # noqa: F401  (re-exported)
+    LOSS_KEYS,
+    DistillationLoss,
+    teacher_embeddings,
+    teacher_mixture,
+)
+from sidflow.train.distributed import init_distributed, shutdown, world
 
 log = logging.getLogger(__name__)
 
@@ -37,109 +50,93 @@ class DistillConfig:
     temperature: float = 2.0
     beta: float = 0.0
     teacher_weights: dict[str, float] = field(default_factory=dict)
+    weighting: str = "fixed"  # fixed | confidence | correctness (see distill_loss)
+    object_weight: float = 0.0  # > 0 adds the object-class head
+    generator_weight: float = 0.0  # > 0 adds the generator-attribution head
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 5e-4
     optimizer: str = "adamw"
+    patience: int = 0  # early stopping on validation AP; 0 = train every epoch
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see sidflow.devices.amp_dtype)
+    compile: bool = False  # torch.compile the student (needs a C++ compiler on CPU)
     seed: int = 0
     device: str = "auto"
 
 
-class DistillationLoss(torch.nn.Module):
-    """``{loss, task_loss, kd_loss, feat_loss}`` for one batch.
+class _Trainable(torch.nn.Module):
+    """Student + loss in one module, so DDP synchronises the loss's projections too."""
 
-    ``loss = CE + alpha * T^2 * KL(teacher_probs || softmax(logits / T))
-    + beta * mean_t (1 - cos(P_t(features), embedding_t))``, where ``teacher_probs`` is the
-    T-softened teacher mixture and ``P_t`` a linear projection of the student's pooled
-    features onto teacher t's cached embedding space (trained with the student, not saved).
-    """
-
-    def __init__(
-        self,
-        alpha: float,
-        temperature: float,
-        beta: float = 0.0,
-        feature_dim: int = 512,
-        teacher_dims: dict[str, int] | None = None,
-    ):
+    def __init__(self, model, criterion, dtype, device):
         super().__init__()
-        self.alpha, self.t, self.beta = alpha, temperature, beta
-        dims = teacher_dims if beta > 0 else {}
-        self.projections = torch.nn.ModuleDict(
-            {name: torch.nn.Linear(feature_dim, dim) for name, dim in (dims or {}).items()}
-        )
+        self.model, self.criterion, self.dtype, self.device_ = model, criterion, dtype, device
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        teacher_probs: torch.Tensor | None,
-        features: torch.Tensor | None = None,
-        teacher_embeddings: dict[str, torch.Tensor] | None = None,
-    ) -> dict:
-        task = F.cross_entropy(logits, labels)
-        zero = torch.zeros((), device=logits.device)
-        kd, feat = zero, zero
-        if teacher_probs is not None and self.alpha > 0:
-            log_student = F.log_softmax(logits / self.t, dim=1)
-            kd = F.kl_div(log_student, teacher_probs, reduction="batchmean") * self.t**2
-        if self.beta > 0 and len(self.projections) and features is not None and teacher_embeddings:
-            terms = [
-                1 - F.cosine_similarity(self.projections[name](features), emb, dim=1).mean()
-                for name, emb in teacher_embeddings.items()
-            ]
-            feat = torch.stack(terms).mean()
-        loss = task + self.alpha * kd + self.beta * feat
-        return {
-            "loss": loss,
-            "task_loss": task.detach(),
-            "kd_loss": kd.detach(),
-            "feat_loss": feat.detach(),
-        }
-
-
-def teacher_embeddings(caches: dict[str, pd.DataFrame], image_ids) -> dict[str, torch.Tensor]:
-    """Each teacher's cached embedding for ``image_ids`` (N x dim float32 tensors)."""
-    out = {}
-    for name, df in caches.items():
-        idx = df.set_index("image_id").reindex(image_ids)
-        if idx["embedding"].isna().any():
-            raise ValueError(f"teacher {name}: training images missing from its cache")
-        out[name] = torch.from_numpy(np.stack(idx["embedding"].to_numpy()).astype(np.float32))
-    return out
-
-
-def teacher_mixture(
-    caches: dict[str, pd.DataFrame], image_ids, weights: dict[str, float], t: float
-) -> np.ndarray:
-    """Weighted mixture of the teachers' softmax(logits / T), aligned to ``image_ids``."""
-    total = sum(weights.get(k, 1.0) for k in caches)
-    mix = np.zeros((len(image_ids), 2), dtype=np.float64)
-    for name, df in caches.items():
-        idx = df.set_index("image_id").reindex(image_ids)
-        if idx["logit_fake"].isna().any():
-            raise ValueError(
-                f"teacher {name}: {int(idx['logit_fake'].isna().sum())} training images not in its cache"
-            )
-        logits = idx[["logit_real", "logit_fake"]].to_numpy(np.float64) / t
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        mix += weights.get(name, 1.0) / total * probs / probs.sum(1, keepdims=True)
-    return mix.astype(np.float32)
+    def forward(self, x, y, soft, emb, obj, gen):
+        with autocast_to(self.device_, self.dtype):
+            out = self.model(x)
+        out = {k: v.float() for k, v in out.items()}
+        return self.criterion(out["logits"], y, soft, out["features"], emb, out, obj, gen)
 
 
 @torch.no_grad()
-def predict(model, jpegs, batch_size: int, device, mean: float, std: float) -> np.ndarray:
+def predict(model, bank: ImageBank, batch_size: int, device, dtype=None) -> dict[str, np.ndarray]:
+    """``{"p_fake": ..., "object_pred": ..., "generator_pred": ...}`` (heads that exist)."""
     model.eval()
-    loader = torch.utils.data.DataLoader(
-        JpegDataset(jpegs, np.zeros(len(jpegs), int), mean, std), batch_size=batch_size
-    )
-    out = []
-    for x, _, _ in loader:
-        with autocast(device):
-            logits = model(x.to(device))["logits"].float()
-        out.append(torch.softmax(logits, 1)[:, 1].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    out: dict[str, list] = {}
+    for start in range(0, len(bank), batch_size):
+        x = bank.batch(range(start, min(start + batch_size, len(bank)))).to(device)
+        with autocast_to(device, dtype):
+            res = model(x.contiguous(memory_format=torch.channels_last))
+        out.setdefault("p_fake", []).append(
+            torch.softmax(res["logits"].float(), 1)[:, 1].cpu().numpy()
+        )
+        for head in ("object", "generator"):
+            if f"{head}_logits" in res:
+                out.setdefault(f"{head}_pred", []).append(
+                    res[f"{head}_logits"].argmax(1).cpu().numpy()
+                )
+    return {k: np.concatenate(v) for k, v in out.items()} if out else {"p_fake": np.zeros(0)}
+
+
+def _targets(train: pd.DataFrame, cfg: DistillConfig, student_cfg: StudentConfig):
+    """Extra-head labels and the head names stored in the student config."""
+    obj = gen = None
+    if cfg.object_weight > 0:
+        known = (
+            train["object_class"].dropna() if "object_class" in train else pd.Series([], dtype=str)
+        )
+        if known.empty:
+            raise ValueError("object_weight > 0 but no training image has an object class "
+                             "(set the dataset's object_class pattern)")  # fmt: skip
+        student_cfg.object_classes = sorted(known.astype(str).unique())
+        obj = torch.from_numpy(_object_labels(train, student_cfg.object_classes))
+    if cfg.generator_weight > 0:
+        keys = train["dataset"] + "/" + train["generator"]
+        fakes = sorted(keys[train["label"] == 1].unique())
+        student_cfg.generators = ["real", *fakes]
+        lookup = {k: i + 1 for i, k in enumerate(fakes)}
+        gen = torch.tensor(
+            [0 if lab == 0 else lookup[k] for k, lab in zip(keys, train["label"], strict=True)]
+        )
+    return obj, gen
+
+
+def _fingerprint(student_cfg, cfg, image_ids, soft) -> str:
+    h = hashlib.sha256(json.dumps([asdict(student_cfg), asdict(cfg) | {"device": "", "compile": False}],
+                                  sort_keys=True, default=str).encode())  # fmt: skip
+    h.update("\n".join(image_ids).encode())
+    if soft is not None:
+        h.update(soft.numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _optimizer(params, cfg: DistillConfig):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def train_student(
@@ -150,11 +147,16 @@ def train_student(
     cache_paths: dict[str, list[str]],
     out_dir: str | Path,
     preprocess: dict | None = None,
+    checkpoint_dir: str | Path | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> dict:
     """Train one student variant; ``preprocess`` (image_size, jpeg_quality...) is stored
-    with the model so that ``sidflow predict`` applies exactly the same treatment."""
+    with the model so that ``sidflow predict`` applies exactly the same treatment.
+    ``checkpoint_dir`` (default ``<out_dir>.ckpt``) holds the per-epoch checkpoint."""
+    rank, size, _ = world()
+    device = init_distributed(select_device(cfg.device))
+    dtype = amp_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
-    device = select_device(cfg.device)
     train = load_images(manifests, processed_dirs, ["train"])
     val = load_images(manifests, processed_dirs, ["val"])
     use_kd = (cfg.alpha > 0 or cfg.beta > 0) and bool(cache_paths)
@@ -162,104 +164,130 @@ def train_student(
     if use_kd:
         cols = ["image_id", "logit_real", "logit_fake"] + (["embedding"] if cfg.beta > 0 else [])
         caches = {k: read_cache(v, cols) for k, v in cache_paths.items()}
-        soft = torch.from_numpy(
-            teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature)
-        )
+        soft = torch.from_numpy(teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature,
+                                                cfg.weighting, train["label"]))  # fmt: skip
         if cfg.beta > 0:
             embeddings = teacher_embeddings(caches, train["image_id"])
-    model = create_student(student_cfg.arch, student_cfg).to(device)
+    obj, gen = _targets(train, cfg, student_cfg)
+    labels = torch.from_numpy(train["label"].to_numpy().astype(np.int64))
+    model = (
+        create_student(student_cfg.arch, student_cfg)
+        .to(device)
+        .to(memory_format=torch.channels_last)
+    )
     mean, std = student_cfg.image_mean, student_cfg.image_std
-    loader = torch.utils.data.DataLoader(
-        JpegDataset(train["jpeg"], train["label"], mean, std, augment=True),
-        batch_size=cfg.batch_size,
-        sampler=balanced_sampler(train["label"], cfg.seed),
-    )
+    bank, val_bank = ImageBank(train["jpeg"], mean, std), ImageBank(val["jpeg"], mean, std)
     criterion = DistillationLoss(
-        cfg.alpha if use_kd else 0.0,
-        cfg.temperature,
-        beta=cfg.beta if use_kd else 0.0,
-        feature_dim=model.feature_dim,
-        teacher_dims={k: v.shape[1] for k, v in embeddings.items()},
-    ).to(device)
-    params = list(model.parameters()) + list(criterion.parameters())
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=0.9,
-            weight_decay=cfg.weight_decay,
-            nesterov=True,
-        )
-    else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = warmup_cosine(opt, cfg.epochs * len(loader), warmup_frac=0.15)
-    best = {"ap": -1.0}
-    history = []
-    log.info(
-        "student: %d train / %d val images, KD=%s, device %s", len(train), len(val), use_kd, device
+        cfg.alpha if use_kd else 0.0, cfg.temperature, beta=cfg.beta if use_kd else 0.0,
+        feature_dim=model.feature_dim, teacher_dims={k: v.shape[1] for k, v in embeddings.items()},
+        object_weight=cfg.object_weight, generator_weight=cfg.generator_weight,
+    ).to(device)  # fmt: skip
+    opt = _optimizer(list(model.parameters()) + list(criterion.parameters()), cfg)
+    per_rank = max(1, cfg.batch_size // size)
+    steps = -(-len(train) // cfg.batch_size)
+    sched = warmup_cosine(opt, cfg.epochs * steps, warmup_frac=0.15)
+    net = _Trainable(torch.compile(model) if cfg.compile else model, criterion, dtype, device)
+    if size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.ckpt")
+    fingerprint = _fingerprint(student_cfg, cfg, train["image_id"].tolist(), soft)
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_ap": -1.0,
+        "best_epoch": 0,
+        "p_val": [],
+        "fingerprint": fingerprint,
+    }
+    best_state = None
+    resumed = load_checkpoint(
+        ckpt, fingerprint, model=model, criterion=criterion, optimizer=opt, scheduler=sched
     )
-    for epoch in range(cfg.epochs):
-        model.train()
-        t0, n = time.time(), 0
-        sums = {"loss": 0.0, "task_loss": 0.0, "kd_loss": 0.0, "feat_loss": 0.0}
-        for x, y, idx in loader:
-            x, y = x.to(device), y.to(device)
-            with autocast(device):
-                out = model(x)
-            terms = criterion(
-                out["logits"].float(),
-                y,
-                soft[idx].to(device) if soft is not None else None,
-                out["features"].float(),
-                {k: v[idx].to(device) for k, v in embeddings.items()},
+    if resumed:
+        state, best_state = resumed
+    log.info("student: %d train / %d val images, KD=%s, heads=%s, device %s, autocast %s, world %d",
+             len(train), len(val), use_kd, [h for h, t in (("object", obj), ("generator", gen)) if t is not None],
+             device, dtype, size)  # fmt: skip
+    for epoch in range(state["epoch"], cfg.epochs):
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        order = balanced_epoch(train["label"], cfg.seed, epoch)
+        net.train()
+        t0, n, sums = time.time(), 0, dict.fromkeys(LOSS_KEYS, 0.0)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size][rank::size][:per_rank]
+            x = (
+                bank.batch(idx, augment=True)
+                .to(device)
+                .contiguous(memory_format=torch.channels_last)
             )
+            terms = net(x, labels[idx].to(device), soft[idx].to(device) if soft is not None else None,
+                        {k: v[idx].to(device) for k, v in embeddings.items()},
+                        obj[idx].to(device) if obj is not None else None,
+                        gen[idx].to(device) if gen is not None else None)  # fmt: skip
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
             sched.step()
             for k in sums:
-                sums[k] += float(terms[k].detach()) * len(y)
-            n += len(y)
-        p_val = predict(model, val["jpeg"].tolist(), 2 * cfg.batch_size, device, mean, std)
-        ap = float(average_precision_score(val["label"], p_val))
-        row = {
-            "epoch": epoch + 1,
-            **{k: v / n for k, v in sums.items()},
-            "val_ap": ap,
-            "seconds": round(time.time() - t0, 1),
-        }
-        history.append(row)
+                sums[k] += float(terms[k].detach()) * len(idx)
+            n += len(idx)
+        preds = predict(model, val_bank, 2 * cfg.batch_size, device, dtype)
+        ap = float(average_precision_score(val["label"], preds["p_fake"]))
+        row = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "val_ap": ap,
+               "seconds": round(time.time() - t0, 1), "images_per_s": round(n * size / (time.time() - t0), 1)}  # fmt: skip
+        if obj is not None:
+            vo = _object_labels(val, student_cfg.object_classes)
+            row["val_object_accuracy"] = float(
+                (preds["object_pred"][vo >= 0] == vo[vo >= 0]).mean()
+            )
+        state["history"].append(row)
         log.info("student epoch %d: %s", epoch + 1, row)
-        if ap > best["ap"]:
-            best = {
-                "ap": ap,
-                "epoch": epoch + 1,
-                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "p_val": p_val,
+        if ap > state["best_ap"]:
+            best_state = {
+                k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
             }
-    model.load_state_dict(best["state"])
-    threshold = calibrate_threshold(val["label"], best["p_val"])
+            state.update(best_ap=ap, best_epoch=epoch + 1, p_val=preds["p_fake"].tolist())
+        state["epoch"] = epoch + 1
+        stop = cfg.patience and epoch + 1 - state["best_epoch"] >= cfg.patience
+        if rank == 0:
+            save_checkpoint(ckpt, model=model, criterion=criterion, optimizer=opt, scheduler=sched,
+                            best_state=best_state, state=state)  # fmt: skip
+        if on_epoch_end:
+            on_epoch_end(epoch + 1)
+        if stop:
+            log.info("early stopping: no better validation AP for %d epochs", cfg.patience)
+            break
+    model.load_state_dict(best_state)
+    threshold = calibrate_threshold(val["label"], state["p_val"])
     meta = {
         "student": asdict(student_cfg),
         "distill": asdict(cfg),
         "teachers": sorted(cache_paths) if use_kd else [],
         "threshold": threshold,
         "threshold_source": "validation split, max balanced accuracy",
-        "best_epoch": best["epoch"],
-        "val_ap": best["ap"],
-        "history": history,
+        "best_epoch": state["best_epoch"],
+        "val_ap": state["best_ap"],
+        "history": state["history"],
         "train_images": int(len(train)),
+        "world_size": size,
         "preprocess": preprocess or {},
     }
-    save_student(model.cpu(), meta, out_dir)
-    log.info(
-        "student saved to %s (best epoch %d, val AP %.4f, threshold %.4f)",
-        out_dir,
-        best["epoch"],
-        best["ap"],
-        threshold,
-    )
+    if rank == 0:
+        save_student(model.cpu(), meta, out_dir)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        log.info("student saved to %s (best epoch %d, val AP %.4f, threshold %.4f)", out_dir,
+                 state["best_epoch"], state["best_ap"], threshold)  # fmt: skip
+    shutdown()
     return meta
+
+
+def _object_labels(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Index of each row's object class in ``names`` (-1 when unknown)."""
+    lookup = {c: i for i, c in enumerate(names)}
+    values = frame["object_class"] if "object_class" in frame else [None] * len(frame)
+    return np.array(
+        [lookup.get(c, -1) if isinstance(c, str) else -1 for c in values], dtype=np.int64
+    )
 
 
 def save_student(model: torch.nn.Module, meta: dict, out_dir: str | Path) -> None:
