@@ -4,6 +4,8 @@ rule download:
         directory("data/raw/{dataset}/{generator}"),
     log:
         "logs/download/{dataset}/{generator}.log",
+    benchmark:
+        "logs/benchmarks/download/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     params:

@@ -7,6 +7,8 @@ rule score_teacher:
         "results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
     log:
         "logs/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     script:
@@ -23,6 +25,8 @@ rule score_student:
         "results/{experiment}/scores/{student}/{dataset}/{generator}/none.parquet",
     log:
         "logs/{experiment}/score/{student}/{dataset}/{generator}.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/score/{student}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1
@@ -40,6 +44,8 @@ rule evaluate:
         json="results/{experiment}/metrics/metrics.json",
     log:
         "logs/{experiment}/evaluate.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/evaluate.tsv"
     conda:
         "../envs/sidflow.yaml"
     params:

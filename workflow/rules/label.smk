@@ -8,6 +8,8 @@ rule label:
         summary="data/manifests/{dataset}/{generator}.summary.json",
     log:
         "logs/label/{dataset}/{generator}.log",
+    benchmark:
+        "logs/benchmarks/label/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     params:

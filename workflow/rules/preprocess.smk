@@ -6,6 +6,8 @@ rule preprocess:
         directory("data/processed/{dataset}/{generator}"),
     log:
         "logs/preprocess/{dataset}/{generator}.log",
+    benchmark:
+        "logs/benchmarks/preprocess/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1

@@ -9,6 +9,8 @@ rule report:
         "results/report/{experiment}/index.html",
     log:
         "logs/{experiment}/report.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/report.tsv"
     conda:
         "../envs/sidflow.yaml"
     params:

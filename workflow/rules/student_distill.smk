@@ -8,6 +8,8 @@ rule student_distill:
         directory("results/{experiment}/models/{student}"),
     log:
         "logs/{experiment}/student_distill/{student}.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/student_distill/{student}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1

@@ -8,6 +8,8 @@ rule teacher_cache:
         "results/cache/{teacher}/{dataset}/{generator}.parquet",
     log:
         "logs/teacher_cache/{teacher}/{dataset}/{generator}.log",
+    benchmark:
+        "logs/benchmarks/teacher_cache/{teacher}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1

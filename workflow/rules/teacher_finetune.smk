@@ -7,6 +7,8 @@ rule teacher_finetune:
         directory("results/teachers/{teacher}"),
     log:
         "logs/teacher_finetune/{teacher}.log",
+    benchmark:
+        "logs/benchmarks/teacher_finetune/{teacher}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1

@@ -37,6 +37,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup: float = 0.1
     grad_accum: int = 1
+    max_train_images: int = 0  # > 0: a class-balanced random subset of the training split
     seed: int = 0
     device: str = "auto"
 
@@ -108,8 +109,10 @@ def finetune_teacher(
     train = load_images(manifests, processed_dirs, ["train"])
     val = load_images(manifests, processed_dirs, ["val"])
     mean, std = teacher.image_mean, teacher.image_std
-    train_ds = _Items(JpegDataset(train["jpeg"], train["label"], mean, std, augment=True),
-                      balanced_indices(train["label"], train_cfg.seed))  # fmt: skip
+    indices = balanced_indices(train["label"], train_cfg.seed)
+    if train_cfg.max_train_images:
+        indices = indices[: train_cfg.max_train_images]  # balanced_indices is already shuffled
+    train_ds = _Items(JpegDataset(train["jpeg"], train["label"], mean, std, augment=True), indices)
     val_ds = JpegDataset(val["jpeg"], val["label"], mean, std)
     history: list[dict] = []
 
@@ -141,9 +144,10 @@ def finetune_teacher(
     )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     log.info(
-        "teacher %s (%s): %d train / %d val images on %s",
+        "teacher %s (%s): %d train samples (of %d) / %d val images on %s",
         name,
         trainer_cls.__name__,
+        len(train_ds),
         len(train),
         len(val),
         device,
