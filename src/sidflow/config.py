@@ -91,6 +91,11 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
                 raise ConfigError(
                     f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
                 )
+    for name in exp.get("run_students") or []:
+        if name not in exp.get("students", {}):
+            raise ConfigError(
+                f"experiment.run_students: {name!r} is not defined under experiment.students"
+            )
 
 
 def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
@@ -154,11 +159,14 @@ class Plan:
 
     def student_teachers(self, variant: str) -> list[str]:
         v = self.experiment["students"][variant]
-        if v.get("alpha", 1.0) == 0:
+        if v.get("alpha", 1.0) == 0 and v.get("beta", 0.0) == 0:
             return []
         return list(v.get("teachers") or self.experiment.get("teachers", []))
 
+    def students(self) -> list[str]:
+        """The student variants this run trains: ``run_students``, else every defined one."""
+        run = self.experiment.get("run_students")
+        return list(run) if run else list(self.experiment.get("students", {}))
+
     def detectors(self) -> list[str]:
-        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + list(
-            self.experiment.get("students", {})
-        )
+        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.students()

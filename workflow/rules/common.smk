@@ -113,6 +113,6 @@ def report_models(wildcards):
     ]
     students = [
         f"results/{wildcards.experiment}/models/{s}"
-        for s in config["experiment"].get("students", {})
+        for s in PLAN.students()
     ]
     return teachers + students
