@@ -144,3 +144,23 @@ def test_train_student_cli_runs_a_spec(tiny_dataset, tmp_path):
                          capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_export_onnx_and_torchscript_match_pytorch(tiny_dataset, tmp_path):
+    from sidflow.cli import main
+    from sidflow.models.export import run_exported
+    from sidflow.train.distill import load_student
+
+    _train(tiny_dataset, tmp_path / "m", epochs=1)
+    assert main(["export", "--model", str(tmp_path / "m")]) == 0
+    model, _ = load_student(tmp_path / "m")
+    import torch
+
+    x = torch.randn(5, 3, 32, 32)  # another batch size than the export's sample
+    with torch.no_grad():
+        ref = model(x)["logits"].numpy()
+    for name in ("student.onnx", "student.torchscript.pt"):
+        out = run_exported(tmp_path / "m" / name, x)
+        assert out.shape == (5, 2) and abs(out - ref).max() < 1e-3
+    report = json.loads((tmp_path / "m" / "export.json").read_text())
+    assert report["onnx"]["max_abs_diff"] < 1e-3 and report["torchscript"]["max_abs_diff"] < 1e-3

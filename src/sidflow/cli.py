@@ -4,6 +4,7 @@
     sidflow validate-config [--configfile experiments/cifake.yaml]
     sidflow hash FILE...          # sha256 to pin a dataset archive in config
     sidflow train-student --spec spec.json   # also: torchrun ... -m sidflow.cli train-student
+    sidflow export --model results/demo/models/student-kd --format onnx torchscript
 
 The pipeline itself runs with ``snakemake --profile profiles/local``.
 """
@@ -80,6 +81,18 @@ def cmd_train_student(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from sidflow.io import setup_logging
+    from sidflow.models.export import export_student
+
+    setup_logging(None)
+    for fmt, r in export_student(args.model, args.format, args.atol).items():
+        print(
+            f"{fmt}: {Path(args.model) / r['path']} (max |logit diff| vs PyTorch {r['max_abs_diff']:.2e})"
+        )
+    return 0
+
+
 def cmd_hash(args) -> int:
     from sidflow.io import sha256_file
 
@@ -114,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-student", help="train a student from a spec (also under torchrun)")
     t.add_argument("--spec", required=True, help="JSON spec, see sidflow.train.launch")
     t.set_defaults(func=cmd_train_student)
+    e = sub.add_parser("export", help="export a student to ONNX / TorchScript with a parity check")
+    e.add_argument("--model", required=True, help="a student folder")
+    e.add_argument(
+        "--format", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"]
+    )
+    e.add_argument(
+        "--atol", type=float, default=1e-3, help="max |logit difference| allowed vs PyTorch"
+    )
+    e.set_defaults(func=cmd_export)
     h = sub.add_parser("hash", help="print sha256 of files (to pin dataset archives in config)")
     h.add_argument("files", nargs="+")
     h.set_defaults(func=cmd_hash)
@@ -124,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"sidflow: error: {exc}", file=sys.stderr)
         return 2
 
