@@ -83,3 +83,60 @@ def test_evaluate_refuses_without_validation_rows():
     s = _scores("det", "a", 1, "test", [0.3])
     with pytest.raises(ValueError, match="no validation scores"):
         evaluate_scores(s, ["d/a"])
+
+
+def test_new_metrics_match_sklearn_on_fixed_inputs():
+    from sklearn.metrics import brier_score_loss, confusion_matrix, roc_curve
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1)
+    m = binary_metrics(y, p, 0.5, n_boot=200)
+    tn, fp, fn, tp = confusion_matrix(y, p >= 0.5).ravel()
+    assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (tn, fp, fn, tp)
+    assert m["brier"] == pytest.approx(brier_score_loss(y, p))
+    fpr, tpr, _ = roc_curve(y, p)
+    assert m["tpr_at_fpr_5"] == pytest.approx(tpr[fpr <= 0.05].max())
+    assert m["tpr_at_fpr_1"] <= m["tpr_at_fpr_5"]
+    assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"]
+    assert m["ap_ci_low"] <= m["ap"] <= m["ap_ci_high"] and m["ap_ci_high"] - m["ap_ci_low"] < 0.2
+
+
+def test_ece_of_calibrated_and_overconfident_scores():
+    from sidflow.evaluate.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p).astype(int)  # calibrated by construction
+    assert expected_calibration_error(y, p) < 0.02
+    assert expected_calibration_error(y, (p > 0.5).astype(float)) > 0.2  # hard 0/1 answers
+
+
+def test_weighted_ap_equals_sklearn_with_ties_and_weights():
+    from sklearn.metrics import average_precision_score
+
+    from sidflow.evaluate.bootstrap import _sorted_groups, weighted_ap
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300).astype(float)
+    p = np.round(rng.random(300), 1)  # many ties
+    w = rng.integers(0, 3, (4, 300)).astype(float)
+    order, ends = _sorted_groups(p)
+    ours = weighted_ap(y[order], w[:, order], ends)
+    for row, value in zip(w, ours, strict=True):
+        assert value == pytest.approx(average_precision_score(y, p, sample_weight=row))
+
+
+def test_paired_difference_sees_a_real_gap_and_no_gap():
+    from sidflow.evaluate.bootstrap import paired_difference
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 2000)
+    good = np.clip(y * 0.6 + rng.random(2000) * 0.4, 0, 1)
+    bad = rng.random(2000)
+    d = paired_difference(y, good, bad, 0.5, 0.5, n_boot=200)
+    assert d["ap_diff"] > 0.3 and d["significant_ap"] and d["accuracy_diff_ci"][0] > 0
+    same = paired_difference(y, good, good, 0.5, 0.5, n_boot=200)
+    assert same["ap_diff"] == 0 and not same["significant_ap"]
+    with pytest.raises(ValueError, match="same images"):
+        paired_difference(y, good, bad[:10], 0.5, 0.5)

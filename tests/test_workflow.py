@@ -27,6 +27,7 @@ experiment:
   name: smoke
   train_generators: [demo/real, demo/ae-deconv, demo/dcgan-face]
   teachers: [vitgpt2, blip2]
+  perturbations: [jpeg75, combo]
   students:
     student-kd: {alpha: 1.0, beta: 0.5, epochs: 1}
     student-nokd: {alpha: 0.0, epochs: 1}
@@ -70,6 +71,17 @@ def test_report_and_metrics(run):
     row = metrics[(metrics["detector"] == "student-kd") & (metrics["generator"] == "all")].iloc[0]
     assert js["student-kd"]["all/all"]["ap"] == pytest.approx(row["ap"])
     assert f"{row['ap']:.3f}" in html  # the page shows the metric files' numbers
+    assert {"none", "jpeg75", "combo"} == set(metrics["perturbation"])
+    robust = metrics[(metrics["perturbation"] == "combo") & (metrics["detector"] == "student-kd")]
+    assert len(robust) == 5 and robust["ap"].notna().any() and "Robustness to test-time perturbations" in html
+    comp = pd.read_csv(run / "results/smoke/metrics/comparisons.csv")
+    pooled = comp[(comp["generator"] == "all")].iloc[0]
+    assert (pooled["detector"], pooled["baseline"]) == ("student-kd", "student-nokd")
+    assert pooled["ap_diff_low"] <= pooled["ap_diff"] <= pooled["ap_diff_high"]
+    assert f"AP difference {pooled['ap_diff']:+.4f}" in html and pooled["verdict"] in html
+    assert html.count("<svg") >= 3 + 4  # ROC, PR, calibration + one confusion matrix per detector
+    roc = pd.read_csv(run / "results/smoke/metrics/plots/roc.csv")
+    assert set(roc["detector"]) == set(metrics["detector"]) and roc[["fpr", "tpr"]].stack().between(0, 1).all()
 
 
 def test_counts_reconcile_and_quarantine_visible(run):

@@ -91,6 +91,11 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
                 raise ConfigError(
                     f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
                 )
+    for name in exp.get("perturbations") or []:
+        if name == "none" or name not in cfg.get("perturbations", {}):
+            raise ConfigError(
+                f"experiment.perturbations: {name!r} is not defined under perturbations"
+            )
     for name in exp.get("run_students") or []:
         if name not in exp.get("students", {}):
             raise ConfigError(

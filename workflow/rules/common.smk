@@ -92,11 +92,24 @@ def scored_keys():
 
 
 def all_scores(wildcards):
-    return [
+    clean = [
         f"results/{wildcards.experiment}/scores/{det}/{key}/none.parquet"
         for det in PLAN.detectors()
         for key in scored_keys()
     ]
+    perturbed = [
+        f"results/{wildcards.experiment}/scores/{student}/{key}/{name}.parquet"
+        for student in PLAN.students()
+        for key in scored_keys()
+        for name in config["experiment"].get("perturbations", [])
+    ]
+    return clean + perturbed
+
+
+def perturbation_chain(wildcards):
+    if wildcards.perturbation == "none":
+        return []
+    return config["perturbations"][wildcards.perturbation]
 
 
 def report_processed(wildcards):
@@ -111,8 +124,5 @@ def report_models(wildcards):
     teachers = [
         f"results/teachers/{t}" for t in config["experiment"].get("teachers", [])
     ]
-    students = [
-        f"results/{wildcards.experiment}/models/{s}"
-        for s in PLAN.students()
-    ]
+    students = [f"results/{wildcards.experiment}/models/{s}" for s in PLAN.students()]
     return teachers + students

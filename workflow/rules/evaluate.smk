@@ -22,14 +22,16 @@ rule score_student:
         manifest="data/manifests/{dataset}/{generator}.parquet",
         processed="data/processed/{dataset}/{generator}",
     output:
-        "results/{experiment}/scores/{student}/{dataset}/{generator}/none.parquet",
+        "results/{experiment}/scores/{student}/{dataset}/{generator}/{perturbation}.parquet",
     log:
-        "logs/{experiment}/score/{student}/{dataset}/{generator}.log",
+        "logs/{experiment}/score/{student}/{dataset}/{generator}/{perturbation}.log",
     benchmark:
-        "logs/benchmarks/{experiment}/score/{student}/{dataset}/{generator}.tsv"
+        "logs/benchmarks/{experiment}/score/{student}/{dataset}/{generator}/{perturbation}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1
+    params:
+        chain=perturbation_chain,
     script:
         "../scripts/score_student.py"
 
@@ -42,6 +44,10 @@ rule evaluate:
         table="results/{experiment}/metrics/metrics.parquet",
         csv="results/{experiment}/metrics/metrics.csv",
         json="results/{experiment}/metrics/metrics.json",
+        comparisons="results/{experiment}/metrics/comparisons.csv",
+        roc="results/{experiment}/metrics/plots/roc.csv",
+        pr="results/{experiment}/metrics/plots/pr.csv",
+        calibration="results/{experiment}/metrics/plots/calibration.csv",
     log:
         "logs/{experiment}/evaluate.log",
     benchmark:
@@ -50,5 +56,8 @@ rule evaluate:
         "../envs/sidflow.yaml"
     params:
         train_generators=config["experiment"]["train_generators"],
+        students=config["experiment"].get("students", {}),
+        run_students=PLAN.students(),
+        plots_dir=subpath(output.roc, parent=True),
     script:
         "../scripts/evaluate.py"

@@ -2,6 +2,8 @@ rule report:
     """Self-contained HTML report for one experiment."""
     input:
         metrics="results/{experiment}/metrics/metrics.parquet",
+        comparisons="results/{experiment}/metrics/comparisons.csv",
+        roc="results/{experiment}/metrics/plots/roc.csv",
         processed=report_processed,
         manifests=report_manifests,
         models=report_models,

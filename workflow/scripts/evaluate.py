@@ -1,5 +1,6 @@
 """Snakemake script for rule evaluate: see sidflow.evaluate.metrics.run_evaluation."""
 
+from sidflow.evaluate.compare import comparison_pairs
 from sidflow.evaluate.metrics import run_evaluation
 from sidflow.io import setup_logging
 
@@ -10,4 +11,7 @@ run_evaluation(
     table_path=snakemake.output.table,
     csv_path=snakemake.output.csv,
     json_path=snakemake.output.json,
+    pairs=comparison_pairs(snakemake.params.students, list(snakemake.params.run_students)),
+    comparisons_path=snakemake.output.comparisons,
+    plots_dir=snakemake.params.plots_dir,
 )

@@ -20,6 +20,8 @@ for m in snakemake.input.models:
     models[("teacher-" if "teachers" in Path(m).parts else "") + Path(m).name] = str(card)
 build_report(
     metrics_path=snakemake.input.metrics,
+    comparisons_path=snakemake.input.comparisons,
+    plots_dir=str(Path(snakemake.input.roc).parent),
     preprocess_summaries={key(p): str(Path(p) / "summary.json") for p in snakemake.input.processed},
     manifest_summaries={
         key(p): p.replace(".parquet", ".summary.json") for p in snakemake.input.manifests

@@ -12,4 +12,6 @@ score_student(
     processed_dir=snakemake.input.processed,
     detector=snakemake.wildcards.student,
     out_path=snakemake.output[0],
+    perturbation=snakemake.wildcards.perturbation,
+    chain=list(snakemake.params.chain),
 )

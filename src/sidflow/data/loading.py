@@ -88,6 +88,14 @@ class ImageBank:
                 arr = np.stack([decode_jpeg_array(j) for j in self.jpegs])
                 self.decoded = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
+    @classmethod
+    def from_arrays(cls, arr: np.ndarray, mean=0.5, std=0.5) -> ImageBank:
+        """A bank over already-decoded N x H x W x 3 uint8 images (e.g. perturbed ones)."""
+        bank = cls([], mean, std)
+        bank.jpegs = [b""] * len(arr)
+        bank.decoded = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+        return bank
+
     def __len__(self) -> int:
         return len(self.jpegs)
 

@@ -74,21 +74,33 @@ def score_teacher_from_cache(
 
 def score_student(
     model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str, out_path: str | Path,
-    device: str = "auto", batch_size: int = 256,
+    device: str = "auto", batch_size: int = 256, perturbation: str = "none", chain: list | None = None,
 ) -> int:  # fmt: skip
+    """A student's scores on the val/test images of one generator, optionally after a
+    test-time perturbation ``chain`` (see :mod:`sidflow.evaluate.perturb`)."""
     from sidflow.data.loading import ImageBank
     from sidflow.train.distill import load_student, predict
 
     model, meta = load_student(model_dir)
     dev = select_device(device)
     model.to(dev).to(memory_format=torch.channels_last)
-    images = load_images([manifest], [processed_dir], SCORE_SPLITS)
+    # perturbed copies only need the test split: thresholds come from clean validation data
+    images = load_images([manifest], [processed_dir], ("test",) if chain else SCORE_SPLITS)
     cfg = meta["student"]
-    bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
+    if chain:
+        from sidflow.evaluate.perturb import perturbed_arrays
+
+        bank = ImageBank.from_arrays(
+            perturbed_arrays(images["jpeg"], chain), cfg["image_mean"], cfg["image_std"]
+        )
+    else:
+        bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
     preds = predict(
         model, bank, batch_size, dev, amp_dtype(dev, meta["distill"].get("precision", "auto"))
     )
     names = cfg.get("object_classes") or []
     obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
-    write_parquet(out_path, _table(images, preds["p_fake"], detector, "none", obj), SCORES_SCHEMA)
+    write_parquet(
+        out_path, _table(images, preds["p_fake"], detector, perturbation, obj), SCORES_SCHEMA
+    )
     return len(images)
