@@ -36,7 +36,7 @@ experiment:
 
 def snakemake(cwd, *args):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "small.yaml", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1500)
 
 
 @pytest.fixture(scope="module")
