@@ -63,7 +63,15 @@ def main() -> int:
                   "results/cache", "results/teachers", "results/report/cifake", "logs/benchmarks"):  # fmt: skip
             shutil.rmtree(ROOT / d, ignore_errors=True)
     snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
-    cmd = [snakemake, "--profile", "profiles/local", "--cores", str(args.cores), "--configfile", *overlays]
+    cmd = [
+        snakemake,
+        "--profile",
+        "profiles/local",
+        "--cores",
+        str(args.cores),
+        "--configfile",
+        *overlays,
+    ]
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
     rc = subprocess.run(cmd, cwd=ROOT, check=False).returncode

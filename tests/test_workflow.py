@@ -36,7 +36,7 @@ experiment:
 
 def snakemake(cwd, *args):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "small.yaml", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1500)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,11 @@ def test_report_and_metrics(run):
     assert f"{row['ap']:.3f}" in html  # the page shows the metric files' numbers
     assert {"none", "jpeg75", "combo"} == set(metrics["perturbation"])
     robust = metrics[(metrics["perturbation"] == "combo") & (metrics["detector"] == "student-kd")]
-    assert len(robust) == 5 and robust["ap"].notna().any() and "Robustness to test-time perturbations" in html
+    assert (
+        len(robust) == 5
+        and robust["ap"].notna().any()
+        and "Robustness to test-time perturbations" in html
+    )
     comp = pd.read_csv(run / "results/smoke/metrics/comparisons.csv")
     pooled = comp[(comp["generator"] == "all")].iloc[0]
     assert (pooled["detector"], pooled["baseline"]) == ("student-kd", "student-nokd")
@@ -81,7 +85,10 @@ def test_report_and_metrics(run):
     assert f"AP difference {pooled['ap_diff']:+.4f}" in html and pooled["verdict"] in html
     assert html.count("<svg") >= 3 + 4  # ROC, PR, calibration + one confusion matrix per detector
     roc = pd.read_csv(run / "results/smoke/metrics/plots/roc.csv")
-    assert set(roc["detector"]) == set(metrics["detector"]) and roc[["fpr", "tpr"]].stack().between(0, 1).all()
+    assert (
+        set(roc["detector"]) == set(metrics["detector"])
+        and roc[["fpr", "tpr"]].stack().between(0, 1).all()
+    )
 
 
 def test_counts_reconcile_and_quarantine_visible(run):

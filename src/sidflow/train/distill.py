@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import average_precision_score
 
 from sidflow.cache.teacher_cache import read_cache
 from sidflow.data.loading import ImageBank, load_images
@@ -153,6 +152,8 @@ def train_student(
     """Train one student variant; ``preprocess`` (image_size, jpeg_quality...) is stored
     with the model so that ``sidflow predict`` applies exactly the same treatment.
     ``checkpoint_dir`` (default ``<out_dir>.ckpt``) holds the per-epoch checkpoint."""
+    from sklearn.metrics import average_precision_score
+
     rank, size, _ = world()
     device = init_distributed(select_device(cfg.device))
     dtype = amp_dtype(device, cfg.precision)
