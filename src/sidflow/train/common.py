@@ -1,4 +1,4 @@
-"""Pieces shared by the training loops: balanced sampling, batching, thresholds."""
+"""Pieces shared by the training loops: balanced epochs, thresholds, the LR schedule."""
 
 from __future__ import annotations
 
@@ -6,21 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-
-def balanced_sampler(labels: Sequence[int], seed: int) -> torch.utils.data.WeightedRandomSampler:
-    """Sample classes equally often (real/fake are rarely balanced in practice)."""
-    y = np.asarray(labels)
-    counts = np.bincount(y, minlength=2).astype(float)
-    if (counts == 0).any():
-        raise ValueError(
-            f"training data needs both classes; got counts {counts.tolist()} (real, fake)"
-        )
-    weights = torch.as_tensor(1.0 / counts[y], dtype=torch.double)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.utils.data.WeightedRandomSampler(
-        weights, num_samples=len(y), replacement=True, generator=gen
-    )
 
 
 def balanced_epoch(labels: Sequence[int], seed: int, epoch: int) -> np.ndarray:
