@@ -24,6 +24,8 @@ include: "workflow/rules/label.smk"
 include: "workflow/rules/teacher_finetune.smk"
 include: "workflow/rules/teacher_cache.smk"
 include: "workflow/rules/student_distill.smk"
+include: "workflow/rules/clip_features.smk"
+include: "workflow/rules/rine_train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

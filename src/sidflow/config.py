@@ -10,6 +10,7 @@ same checks (and the derived lists the rules need) to Python callers and tests::
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,14 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
                 raise ConfigError(
                     f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
                 )
+    for name in cfg.get("perturbations", {}):
+        if re.fullmatch(r"none|aug\d+", name):
+            raise ConfigError(
+                f"perturbations: {name!r} is reserved (clean images / RINE training views)"
+            )
+    for name in exp.get("students", {}):
+        if name.startswith("rine"):
+            raise ConfigError(f"experiment.students: {name!r}: names starting with rine are RINE's")
     for name in exp.get("perturbations") or []:
         if name == "none" or name not in cfg.get("perturbations", {}):
             raise ConfigError(
@@ -173,5 +182,18 @@ class Plan:
         run = self.experiment.get("run_students")
         return list(run) if run else list(self.experiment.get("students", {}))
 
+    def rines(self) -> list[str]:
+        """The RINE detectors this run trains (``experiment.rine``)."""
+        return list(self.experiment.get("rine") or {})
+
+    def trained(self) -> list[str]:
+        """Detectors scored from images (students and RINE): the ones perturbations apply to."""
+        return self.students() + self.rines()
+
+    def rine_views(self) -> list[str]:
+        """Cached CLIP views of the training images: ``aug1..augK``, or ``none`` if K = 0."""
+        k = self.cfg.get("rine", {}).get("augment", {}).get("views", 2)
+        return [f"aug{i}" for i in range(1, k + 1)] or ["none"]
+
     def detectors(self) -> list[str]:
-        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.students()
+        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.trained()

@@ -19,7 +19,9 @@ wildcard_constraints:
     teacher=NAME,
     experiment=NAME,
     perturbation=NAME,
-    student=f"(?!teacher-){NAME}",
+    view=NAME,
+    student=f"(?!teacher-|rine){NAME}",
+    rine="rine[a-z0-9._-]{0,59}",
 
 
 def key_paths(pattern, keys):
@@ -86,6 +88,30 @@ def student_settings(wildcards):
     return config["experiment"]["students"][wildcards.student]
 
 
+# -- RINE -----------------------------------------------------------------
+def view_chain(wildcards):
+    """The perturbation chain a feature view applies (none for clean/augmented views)."""
+    if wildcards.view == "none" or wildcards.view in PLAN.rine_views():
+        return []
+    return config["perturbations"][wildcards.view]
+
+
+def rine_train_features(wildcards):
+    return [
+        f"results/features/clip/{key}/{view}.parquet"
+        for view in PLAN.rine_views()
+        for key in PLAN.train_keys()
+    ]
+
+
+def rine_val_features(wildcards):
+    return [f"results/features/clip/{key}/none.parquet" for key in PLAN.train_keys()]
+
+
+def rine_settings(wildcards):
+    return config["experiment"]["rine"][wildcards.rine]
+
+
 # -- evaluate / report ----------------------------------------------------
 def scored_keys():
     return list(dict.fromkeys(PLAN.train_keys() + PLAN.test_keys()))
@@ -98,8 +124,8 @@ def all_scores(wildcards):
         for key in scored_keys()
     ]
     perturbed = [
-        f"results/{wildcards.experiment}/scores/{student}/{key}/{name}.parquet"
-        for student in PLAN.students()
+        f"results/{wildcards.experiment}/scores/{det}/{key}/{name}.parquet"
+        for det in PLAN.trained()
         for key in scored_keys()
         for name in config["experiment"].get("perturbations", [])
     ]
@@ -124,5 +150,5 @@ def report_models(wildcards):
     teachers = [
         f"results/teachers/{t}" for t in config["experiment"].get("teachers", [])
     ]
-    students = [f"results/{wildcards.experiment}/models/{s}" for s in PLAN.students()]
-    return teachers + students
+    trained = [f"results/{wildcards.experiment}/models/{s}" for s in PLAN.trained()]
+    return teachers + trained

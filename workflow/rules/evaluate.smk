@@ -36,6 +36,24 @@ rule score_student:
         "../scripts/score_student.py"
 
 
+rule score_rine:
+    """A RINE detector's scores table from the cached tokens of one generator and view."""
+    input:
+        model="results/{experiment}/models/{rine}",
+        manifest="data/manifests/{dataset}/{generator}.parquet",
+        features="results/features/clip/{dataset}/{generator}/{perturbation}.parquet",
+    output:
+        "results/{experiment}/scores/{rine}/{dataset}/{generator}/{perturbation}.parquet",
+    log:
+        "logs/{experiment}/score/{rine}/{dataset}/{generator}/{perturbation}.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/score/{rine}/{dataset}/{generator}/{perturbation}.tsv"
+    conda:
+        "../envs/sidflow.yaml"
+    script:
+        "../scripts/score_rine.py"
+
+
 rule evaluate:
     """Metrics per detector and generator, pooled; thresholds from validation data."""
     input:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import torch
 
 import sidflow
+from sidflow.cache.store import ChunkStore, fill_store
 from sidflow.data.loading import load_images, to_tensor
 from sidflow.devices import autocast, select_device
 from sidflow.io import read_json, write_parquet
@@ -55,15 +56,6 @@ def store_dir(
     return Path(cache_root) / ".store" / f"{teacher}-{teacher_hash[:12]}" / dataset / generator
 
 
-def _read_store(store: Path) -> pd.DataFrame | None:
-    chunks = sorted(store.glob("chunk-*.parquet"))
-    if not chunks:
-        return None
-    return pd.concat([pd.read_parquet(c) for c in chunks], ignore_index=True).drop_duplicates(
-        "image_id"
-    )
-
-
 def build_teacher_cache(
     teacher_dir: str | Path,
     manifest: str | Path,
@@ -80,10 +72,8 @@ def build_teacher_cache(
     teacher_name, teacher_hash = card["teacher"], card["checkpoint_hash"]
     man = pd.read_parquet(manifest)
     dataset, generator = man["dataset"].iloc[0], man["generator"].iloc[0]
-    store = store_dir(Path(cache_root), teacher_name, teacher_hash, dataset, generator)
-    store.mkdir(parents=True, exist_ok=True)
-    done = _read_store(store)
-    have = set(done["image_id"]) if done is not None else set()
+    store = ChunkStore(store_dir(Path(cache_root), teacher_name, teacher_hash, dataset, generator))
+    have = store.done_ids()
     todo_ids = [i for i in man["image_id"] if i not in have]
     log.info(
         "%s on %s/%s: %d rows cached, %d to compute",
@@ -98,25 +88,20 @@ def build_teacher_cache(
         teacher = load_teacher(teacher_dir)
         teacher.model.to(dev).eval()
         images = load_images([man[man["image_id"].isin(set(todo_ids))]], [processed_dir])
-        start = len(list(store.glob("chunk-*.parquet")))
-        for k, lo in enumerate(range(0, len(images), chunk_rows)):
-            chunk = images.iloc[lo : lo + chunk_rows]
+
+        def compute(chunk: pd.DataFrame) -> pd.DataFrame:
             rows = _score_rows(teacher, chunk, batch_size, dev)
-            rows = rows.assign(teacher=teacher_name, teacher_hash=teacher_hash, preprocess=preprocess_tag,
+            return rows.assign(teacher=teacher_name, teacher_hash=teacher_hash, preprocess=preprocess_tag,
                                code_version=sidflow.__version__)  # fmt: skip
-            write_parquet(
-                store / f"chunk-{start + k:06d}.parquet",
-                rows,
-                cache_schema(len(rows["embedding"].iloc[0])),
-            )
-            log.info("cached %d/%d rows", min(lo + chunk_rows, len(images)), len(images))
-        done = _read_store(store)
+
+        fill_store(store, images, compute, _schema_of, chunk_rows, log)
+    done = store.read()
     out = man[["image_id"]].merge(done, on="image_id", how="left", validate="one_to_one")
     if out["p_fake"].isna().any():
         raise RuntimeError(
             f"{out_path}: {int(out['p_fake'].isna().sum())} manifest rows missing from the cache"
         )
-    write_parquet(out_path, out, cache_schema(len(out["embedding"].iloc[0])))
+    write_parquet(out_path, out, _schema_of(out))
     counts = out["caption_class"].value_counts().to_dict()
     summary = {
         "teacher": teacher_name,
@@ -129,6 +114,10 @@ def build_teacher_cache(
             "%s: %d greedy captions name neither class (kept as 'other')", out_path, counts["other"]
         )
     return summary
+
+
+def _schema_of(rows: pd.DataFrame) -> pa.Schema:
+    return cache_schema(len(rows["embedding"].iloc[0]))
 
 
 @torch.no_grad()

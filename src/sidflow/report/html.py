@@ -169,6 +169,35 @@ def robustness_section(metrics: pd.DataFrame) -> str:
     return "".join(out)
 
 
+def rine_section(model_cards: dict[str, str]) -> str:
+    """Each RINE detector's learned block importances (which CLIP blocks it reads)."""
+    from sidflow.report.plots import bars_svg
+
+    out = []
+    for name, path in sorted(model_cards.items()):
+        card = read_json(path)
+        if "block_importance" not in card:
+            continue
+        imp = pd.Series(
+            card["block_importance"],
+            index=[f"block {i + 1}" for i in range(len(card["block_importance"]))],
+        )
+        bb = card.get("backbone") or {}
+        out.append(f"<h3>{html.escape(name)}</h3>")
+        out.append(
+            f"<p>Backbone {html.escape(str(bb.get('checkpoint', '?')))} ({bb.get('n_blocks', '?')} blocks of "
+            f"{bb.get('dim', '?')} features); best epoch {card['best_epoch']}, validation AP {_fmt(card['val_ap'])}. "
+            "Importance of a block = its softmax weight in the Trainable Importance Estimator, averaged over "
+            "features (sums to 1; uniform would be "
+            f"{_fmt(1 / len(imp))}).</p>"
+        )
+        if bb.get("checkpoint") == "tiny":
+            out.append('<p class="note">The tiny backbone is randomly initialised (no pretrained CLIP weights offline): '
+                       "its importances describe random features, not CLIP's.</p>")  # fmt: skip
+        out.append(bars_svg(imp, f"{name}: block importance", "importance"))
+    return ("<h2>RINE: which encoder blocks matter</h2>" + "".join(out)) if out else ""
+
+
 def build_report(
     metrics_path: str | Path,
     preprocess_summaries: dict[str, str],
@@ -221,6 +250,7 @@ def build_report(
     )
 
     parts.append(robustness_section(metrics))
+    parts.append(rine_section(model_cards))
     parts.append("<h2>Dataset card</h2>")
     rows = []
     for key, path in sorted(preprocess_summaries.items()):

@@ -1,0 +1,263 @@
+"""RINE: modules, losses, the CLIP token cache and end-to-end training on cached tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from sidflow.cache.clip_features import (
+    backbone_step,
+    build_clip_features,
+    read_tokens,
+    tokens_schema,
+)
+from sidflow.data.augment import augmented, draw_chain
+from sidflow.io import write_parquet
+from sidflow.models.rine import RineConfig, create_rine, rine_loss, supcon_loss
+from sidflow.train.rine import load_rine, score_rine, train_rine
+
+TINY_CLIP = {"checkpoint": "tiny", "image_size": 32,
+             "tiny": {"hidden_size": 32, "layers": 3, "heads": 4, "patch_size": 8}}  # fmt: skip
+
+
+def test_module_shapes_and_gradients():
+    model = create_rine(RineConfig(n_blocks=5, dim=12, nproj=2, proj_dim=8))
+    out = model(torch.randn(7, 5, 12))
+    assert out["logit"].shape == (7,) and out["features"].shape == (7, 8)
+    loss = rine_loss(out, torch.tensor([0, 1, 0, 1, 1, 0, 1]), contrastive_weight=0.5)
+    loss["loss"].backward()
+    for name in ("proj1", "proj2", "head"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), name
+    assert model.importance.grad is not None and model.importance.grad.abs().sum() > 0
+    assert len([m for m in model.head if isinstance(m, torch.nn.Linear)]) == 3
+
+
+def test_importance_scores_sum_to_one():
+    model = create_rine({"n_blocks": 6, "dim": 4, "nproj": 1, "proj_dim": 3})
+    with torch.no_grad():
+        model.importance.normal_(0, 3)
+    w = model.block_weights()
+    assert w.shape == (6, 3) and torch.allclose(w.sum(0), torch.ones(3))
+    assert torch.isclose(model.block_importance().sum(), torch.tensor(1.0))
+
+
+def test_wrong_token_shape_is_a_clear_error():
+    model = create_rine(RineConfig(n_blocks=4, dim=8, nproj=1, proj_dim=4))
+    with pytest.raises(ValueError, match=r"\(B, 4, 8\)"):
+        model(torch.randn(2, 3, 8))
+
+
+def test_supcon_matches_definition_and_prefers_clusters():
+    z = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    y = torch.tensor([0, 0, 1, 1])
+    t = 0.5
+    zn = torch.nn.functional.normalize(z, dim=1)
+    expected = []
+    for i in range(4):
+        others = [a for a in range(4) if a != i]
+        denom = torch.logsumexp(torch.stack([zn[i] @ zn[a] / t for a in others]), 0)
+        pos = [p for p in others if y[p] == y[i]]
+        expected.append(-torch.stack([zn[i] @ zn[p] / t - denom for p in pos]).mean())
+    assert torch.isclose(supcon_loss(z, y, t), torch.stack(expected).mean(), atol=1e-6)
+    clustered = torch.tensor([[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0], [-1.0, 0.1]])
+    mixed = torch.tensor([[1.0, 0.0], [-1.0, 0.1], [1.0, 0.1], [-1.0, 0.0]])
+    assert supcon_loss(clustered, y) < supcon_loss(mixed, y)
+    alone = supcon_loss(torch.randn(2, 3, requires_grad=True), torch.tensor([0, 1]))
+    assert alone.item() == 0.0 and not torch.isnan(alone)
+
+
+def test_bce_only_when_contrastive_weight_is_zero():
+    model = create_rine(RineConfig(n_blocks=2, dim=4, nproj=1, proj_dim=4))
+    out = model(torch.randn(6, 2, 4))
+    res = rine_loss(out, torch.tensor([0, 1, 1, 0, 1, 0]), contrastive_weight=0.0)
+    assert torch.equal(res["loss"], res["bce_loss"]) and res["contrastive_loss"].item() == 0.0
+
+
+def test_augmentation_views_are_seeded_and_follow_probabilities():
+    arr = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    a1 = augmented(arr, "img-1", 1, seed=3, spec={"blur_prob": 1.0, "jpeg_prob": 1.0})
+    assert np.array_equal(
+        a1, augmented(arr, "img-1", 1, seed=3, spec={"blur_prob": 1.0, "jpeg_prob": 1.0})
+    )
+    assert not np.array_equal(
+        a1, augmented(arr, "img-1", 2, seed=3, spec={"blur_prob": 1.0, "jpeg_prob": 1.0})
+    )
+    off = {"blur_prob": 0.0, "jpeg_prob": 0.0}
+    assert np.array_equal(augmented(arr, "img-1", 1, 3, off), arr)
+    rng = np.random.default_rng(0)
+    chains = [draw_chain(rng, {"jpeg_quality": [30, 40]}) for _ in range(2000)]
+    blur = np.mean([any("blur" in s for s in c) for c in chains])
+    jpeg = [s["jpeg"] for c in chains for s in c if "jpeg" in s]
+    assert (
+        0.45 < blur < 0.55
+        and 0.45 < len(jpeg) / 2000 < 0.55
+        and min(jpeg) >= 30
+        and max(jpeg) <= 40
+    )
+
+
+def _toy_tokens(root, n_per_class=150, n_blocks=4, dim=6, informative=2, seed=0):
+    """Manifests + token files where only block ``informative`` carries the label."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in (0, 1):
+        for i in range(n_per_class):
+            split = ("train", "train", "train", "val", "test")[i % 5]
+            rows.append({"image_id": f"{label}-{i}", "label": label, "split": split, "dataset": "toy",
+                         "generator": "fake" if label else "real"})  # fmt: skip
+    man = pd.DataFrame(rows)
+    paths = {"manifests": [], "views": {"aug1": [], "aug2": []}, "none": []}
+    for gen, g in man.groupby("generator"):
+        mp = root / "manifests" / f"{gen}.parquet"
+        mp.parent.mkdir(parents=True, exist_ok=True)
+        g.to_parquet(mp)
+        paths["manifests"].append(mp)
+        for view in ("aug1", "aug2", "none"):
+            toks = rng.normal(size=(len(g), n_blocks, dim)).astype(np.float32)
+            toks[:, informative, :] += (g["label"].to_numpy() * 2 - 1)[:, None]
+            df = pd.DataFrame({"image_id": g["image_id"].to_numpy(), "tokens": list(toks.reshape(len(g), -1)),
+                               "view": view, "code_version": "test"})  # fmt: skip
+            p = root / "features" / gen / f"{view}.parquet"
+            write_parquet(p, pa.Table.from_pandas(df, schema=tokens_schema(n_blocks, dim, "x" * 64),
+                                                  preserve_index=False))  # fmt: skip
+            (paths["none"] if view == "none" else paths["views"][view]).append(p)
+    return paths
+
+
+def test_tiny_rine_learns_a_separable_toy_task(tmp_path):
+    from sklearn.metrics import average_precision_score
+
+    paths = _toy_tokens(tmp_path)
+    settings = {"nproj": 1, "proj_dim": 16, "dropout": 0.1, "epochs": 25, "batch_size": 32, "lr": 3e-3,
+                "lr_decay_epochs": [20], "contrastive_weight": 0.2}  # fmt: skip
+    meta = train_rine(
+        paths["manifests"],
+        paths["views"],
+        paths["none"],
+        settings,
+        seed=5,
+        out_dir=tmp_path / "rine",
+    )
+    assert meta["val_ap"] > 0.95 and 0 < meta["threshold"] < 1
+    imp = np.array(meta["block_importance"])
+    assert imp.shape == (4,) and np.isclose(imp.sum(), 1.0)
+    assert len(meta["history"]) == 25 and meta["history"][-1]["lr"] == pytest.approx(3e-4)
+    assert meta["history"][18]["lr"] == pytest.approx(3e-3)
+    out = tmp_path / "scores.parquet"
+    n = score_rine(tmp_path / "rine", paths["manifests"][0], paths["none"][0], "rine", out)
+    scores = pd.read_parquet(out)
+    assert (
+        n == len(scores)
+        and set(scores["split"]) == {"val", "test"}
+        and set(scores["detector"]) == {"rine"}
+    )
+    both = pd.concat([pd.read_parquet(out)] + [
+        (score_rine(tmp_path / "rine", paths["manifests"][1], paths["none"][1], "rine", tmp_path / "s2.parquet"),
+         pd.read_parquet(tmp_path / "s2.parquet"))[1]])  # fmt: skip
+    test = both[both["split"] == "test"]
+    assert average_precision_score(test["label"], test["p_fake"]) > 0.95
+    model, card = load_rine(tmp_path / "rine")
+    assert card["views"] == ["aug1", "aug2"] and not model.training
+
+
+def test_training_is_deterministic(tmp_path):
+    paths = _toy_tokens(tmp_path, n_per_class=40)
+    settings = {"nproj": 1, "proj_dim": 8, "epochs": 2, "batch_size": 16}
+    a = train_rine(
+        paths["manifests"], paths["views"], paths["none"], settings, seed=1, out_dir=tmp_path / "a"
+    )
+    b = train_rine(
+        paths["manifests"], paths["views"], paths["none"], settings, seed=1, out_dir=tmp_path / "b"
+    )
+    assert a["history"] == b["history"] and a["block_importance"] == b["block_importance"]
+
+
+def test_missing_tokens_name_the_file(tmp_path):
+    paths = _toy_tokens(tmp_path, n_per_class=20)
+    with pytest.raises(ValueError, match="no cached CLIP tokens"):
+        train_rine(paths["manifests"], {"aug1": paths["views"]["aug1"][:1]}, paths["none"], {"epochs": 1},
+                   seed=0, out_dir=tmp_path / "m")  # fmt: skip
+
+
+def test_clip_cache_is_incremental_and_skips_clip(tiny_dataset, monkeypatch):
+    import sidflow.cache.clip_features as cf
+
+    root = tiny_dataset["root"]
+    card = backbone_step(TINY_CLIP, seed=0, out_dir=root / "clip")
+    assert (card["n_blocks"], card["dim"]) == (3, 32) and len(card["checkpoint_hash"]) == 64
+    man_path, proc = tiny_dataset["manifests"][1], tiny_dataset["processed"][1]
+    man = pd.read_parquet(man_path)
+    half = man.iloc[: len(man) // 2]
+    half_path = root / "half.parquet"
+    half.to_parquet(half_path)
+    kw = {
+        "cache_root": root / "features",
+        "augment": {"blur_prob": 1.0, "jpeg_prob": 1.0},
+        "seed": 0,
+    }
+    first = build_clip_features(
+        root / "clip", half_path, proc, root / "f" / "a.parquet", view="none", **kw
+    )
+    assert first["computed"] == len(half)
+    full = build_clip_features(
+        root / "clip", man_path, proc, root / "f" / "b.parquet", view="none", **kw
+    )
+    assert full["computed"] == len(man) - len(half) and full["rows"] == len(man)
+
+    def no_clip(*a, **k):
+        raise AssertionError("CLIP was re-run although every row is cached")
+
+    monkeypatch.setattr(cf, "load_clip", no_clip)
+    again = build_clip_features(
+        root / "clip", man_path, proc, root / "f" / "c.parquet", view="none", **kw
+    )
+    assert again["computed"] == 0
+    ids, toks = read_tokens([root / "f" / "b.parquet"])
+    ids2, toks2 = read_tokens([root / "f" / "c.parquet"])
+    assert (
+        toks.shape == (len(man), 3, 32)
+        and list(ids) == list(man["image_id"])
+        and np.array_equal(toks, toks2)
+    )
+    monkeypatch.undo()
+    aug = build_clip_features(
+        root / "clip", man_path, proc, root / "f" / "aug1.parquet", view="aug1", **kw
+    )
+    assert aug["rows"] == int((man["split"] == "train").sum())
+    _, taug = read_tokens([root / "f" / "aug1.parquet"])
+    clean = toks[(man["split"] == "train").to_numpy()]
+    assert taug.shape == clean.shape and not np.allclose(
+        taug, clean
+    )  # blurred + JPEG'd images differ
+    pert = build_clip_features(root / "clip", man_path, proc, root / "f" / "jpeg.parquet", view="jpeg50",
+                               chain=[{"jpeg": 50}], **kw)  # fmt: skip
+    assert pert["rows"] == int((man["split"] == "test").sum())
+    with pytest.raises(ValueError, match="needs its chain"):
+        build_clip_features(
+            root / "clip", man_path, proc, root / "f" / "x.parquet", view="blur9", **kw
+        )
+
+
+def test_block_tokens_are_the_layer_norm2_cls_tokens():
+    from sidflow.models.clip import (
+        ClipConfig,
+        block_cls_tokens,
+        build_clip,
+        clip_pixels,
+        encoder_layers,
+    )
+
+    model = build_clip(ClipConfig(tiny=TINY_CLIP["tiny"]))
+    x = clip_pixels((np.random.default_rng(1).random((2, 20, 20, 3)) * 255).astype(np.uint8), 32)
+    assert x.shape == (2, 3, 32, 32)
+    toks = block_cls_tokens(model, x)
+    hs = model(pixel_values=x, output_hidden_states=True).hidden_states  # inputs of each block
+    for i, layer in enumerate(encoder_layers(model)):
+        h = hs[i]
+        mid = h + layer.self_attn(layer.layer_norm1(h))[0]
+        assert torch.allclose(toks[:, i], layer.layer_norm2(mid)[:, 0], atol=1e-5)
+    assert not any(p.requires_grad for p in model.parameters())

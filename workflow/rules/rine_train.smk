@@ -1,0 +1,21 @@
+rule rine_train:
+    """RINE (intermediate CLIP blocks + importance estimator) on the cached tokens."""
+    input:
+        backbone="results/backbones/clip",
+        manifests=student_manifests,
+        train=rine_train_features,
+        val=rine_val_features,
+    output:
+        directory("results/{experiment}/models/{rine}"),
+    log:
+        "logs/{experiment}/rine_train/{rine}.log",
+    benchmark:
+        "logs/benchmarks/{experiment}/rine_train/{rine}.tsv"
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
+    params:
+        settings=rine_settings,
+        seed=config["seed"],
+    script:
+        "../scripts/rine_train.py"

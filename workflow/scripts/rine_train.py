@@ -1,0 +1,23 @@
+"""Snakemake script for rule rine_train: see sidflow.train.rine.train_rine."""
+
+from collections import defaultdict
+from pathlib import Path
+
+from sidflow.devices import set_threads
+from sidflow.io import setup_logging
+from sidflow.train.rine import train_rine
+
+setup_logging(snakemake.log[0])
+set_threads(snakemake.threads)
+views = defaultdict(list)
+for path in snakemake.input.train:  # results/features/clip/<dataset>/<generator>/<view>.parquet
+    views[Path(path).stem].append(path)
+train_rine(
+    manifests=list(snakemake.input.manifests),
+    train_features=dict(views),
+    val_features=list(snakemake.input.val),
+    settings=dict(snakemake.params.settings),
+    seed=snakemake.params.seed,
+    out_dir=snakemake.output[0],
+    backbone_card=str(Path(snakemake.input.backbone) / "card.json"),
+)
