@@ -65,6 +65,7 @@ def test_report_and_metrics(run):
         "teacher-blip2",
         "student-kd",
         "student-nokd",
+        "rine",
     }
     assert set(metrics["generator"]) == {"real", "ae-deconv", "ae-bilinear", "dcgan-face", "all"}
     js = json.loads((run / "results/smoke/metrics/metrics.json").read_text())
@@ -85,6 +86,10 @@ def test_report_and_metrics(run):
     assert pooled["ap_diff_low"] <= pooled["ap_diff"] <= pooled["ap_diff_high"]
     assert f"AP difference {pooled['ap_diff']:+.4f}" in html and pooled["verdict"] in html
     assert html.count("<svg") >= 3 + 4  # ROC, PR, calibration + one confusion matrix per detector
+    rine = metrics[(metrics["detector"] == "rine") & (metrics["generator"] == "all")]
+    assert set(rine["perturbation"]) == {"none", "jpeg75", "combo"} and rine["ap"].notna().all()
+    card = json.loads((run / "results/smoke/models/rine/card.json").read_text())
+    assert "RINE: which encoder blocks matter" in html and len(card["block_importance"]) == 4
     roc = pd.read_csv(run / "results/smoke/metrics/plots/roc.csv")
     assert (
         set(roc["detector"]) == set(metrics["detector"])
@@ -102,3 +107,36 @@ def test_counts_reconcile_and_quarantine_visible(run):
 def test_second_run_has_nothing_to_do(run):
     r = snakemake(run, "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def planned_jobs(out: str) -> dict[str, int]:
+    """Job counts from a dry run's "Job stats" table."""
+    table = out.split("Job stats:")[1].split("total")[0]
+    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def test_new_rine_hyperparameters_reuse_the_clip_cache(run):
+    (run / "rine2.yaml").write_text("experiment: {rine: {rine: {contrastive_weight: 0.4}}}\n")
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "-n",
+        "--configfile",
+        "small.yaml",
+        "rine2.yaml",
+    ]
+    r = subprocess.run(cmd, cwd=run, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = planned_jobs(r.stdout + r.stderr)
+    assert (
+        jobs["rine_train"] == 1 and jobs["score_rine"] == 4 * 3
+    )  # 4 generators x (clean + 2 perturbations)
+    assert (
+        "clip_features" not in jobs
+        and "clip_backbone" not in jobs
+        and "student_distill" not in jobs
+    )
