@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,6 +47,13 @@ def rate(fn, n_per_call: int, min_seconds: float, device) -> float:
     return n_per_call * calls / (time.perf_counter() - t0)
 
 
+def train_step(head, opt, toks, y) -> None:
+    loss = rine_loss(head(toks), y, 0.2)["loss"]
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,19 +72,12 @@ def main() -> None:
         tiny = {k: a[k] for k in ("hidden_size", "layers", "heads", "patch_size")}
         enc = build_clip(ClipConfig(checkpoint="tiny", image_size=a["size"], tiny=tiny)).to(dev)
         x = torch.randn(args.batch, 3, a["size"], a["size"], device=dev)
-        clip_ips = rate(lambda: block_cls_tokens(enc, x), args.batch, args.seconds, dev)
+        clip_ips = rate(partial(block_cls_tokens, enc, x), args.batch, args.seconds, dev)
         head = create_rine(RineConfig(n_blocks=a["layers"], dim=a["hidden_size"])).to(dev)
         opt = torch.optim.Adam(head.parameters(), lr=1e-3)
         toks = torch.randn(128, a["layers"], a["hidden_size"], device=dev)
         y = torch.arange(128, device=dev) % 2
-
-        def step():
-            loss = rine_loss(head(toks), y, 0.2)["loss"]  # noqa: B023
-            opt.zero_grad()  # noqa: B023
-            loss.backward()
-            opt.step()  # noqa: B023
-
-        head_ips = rate(step, 128, args.seconds / 2, dev)
+        head_ips = rate(partial(train_step, head, opt, toks, y), 128, args.seconds / 2, dev)
         n, k, e = args.images, args.views, args.epochs
         cached = n * (k + 1) / clip_ips + e * n / head_ips  # K train views + the clean view, once
         naive = e * n * (1 / clip_ips + 1 / head_ips)  # CLIP on every image every epoch
