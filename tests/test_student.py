@@ -131,6 +131,22 @@ def test_mixture_weightings():
         teacher_mixture(caches, ids, {}, 1.0, "vibes")
 
 
+def test_knowledge_adjustment_swaps_only_wrong_mixtures():
+    import pandas as pd
+
+    # x: fake, teachers say fake (right); y: real, teachers say fake (wrong)
+    a = pd.DataFrame({"image_id": ["x", "y"], "logit_real": [0.0, 0.0], "logit_fake": [2.0, 1.0]})
+    ids, labels = ["x", "y"], [1, 0]
+    plain = teacher_mixture({"a": a}, ids, {}, 1.0)
+    adj = teacher_mixture({"a": a}, ids, {}, 1.0, labels=labels, adjust="swap")
+    assert adj[0].tolist() == plain[0].tolist()  # right: untouched
+    assert adj[1].tolist() == plain[1][::-1].tolist() and adj[1].argmax() == 0  # wrong: swapped
+    with pytest.raises(ValueError, match="labels"):
+        teacher_mixture({"a": a}, ids, {}, 1.0, adjust="swap")
+    with pytest.raises(ValueError, match="adjustment"):
+        teacher_mixture({"a": a}, ids, {}, 1.0, labels=labels, adjust="flip")
+
+
 def test_balanced_epoch_is_balanced_and_replayable():
     import numpy as np
 

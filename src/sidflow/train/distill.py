@@ -50,6 +50,7 @@ class DistillConfig:
     beta: float = 0.0
     teacher_weights: dict[str, float] = field(default_factory=dict)
     weighting: str = "fixed"  # fixed | confidence | correctness (see distill_loss)
+    adjust: str = "none"  # none | swap: swap the mixture's classes where it is wrong
     object_weight: float = 0.0  # > 0 adds the object-class head
     generator_weight: float = 0.0  # > 0 adds the generator-attribution head
     epochs: int = 3
@@ -166,7 +167,7 @@ def train_student(
         cols = ["image_id", "logit_real", "logit_fake"] + (["embedding"] if cfg.beta > 0 else [])
         caches = {k: read_cache(v, cols) for k, v in cache_paths.items()}
         soft = torch.from_numpy(teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature,
-                                                cfg.weighting, train["label"]))  # fmt: skip
+                                                cfg.weighting, train["label"], cfg.adjust))  # fmt: skip
         if cfg.beta > 0:
             embeddings = teacher_embeddings(caches, train["image_id"])
     obj, gen = _targets(train, cfg, student_cfg)

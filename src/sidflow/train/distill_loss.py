@@ -14,6 +14,10 @@ Mixture of the teachers' temperature-softened distributions, per sample ``i``:
 * ``confidence``: ``m`` = the teacher's max class probability (confident teachers count more);
 * ``correctness``: ``m`` = the probability the teacher gives the true label (a teacher that
   is wrong on an image barely teaches it).
+
+``adjust="swap"`` (knowledge adjustment, Wen et al. 2019): where the mixture's most likely
+class is not the true label, its two class probabilities are swapped, so the student never
+learns a wrong class from the teachers but keeps their softness (how sure they are).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 WEIGHTINGS = ("fixed", "confidence", "correctness")
+ADJUSTS = ("none", "swap")
 LOSS_KEYS = ("loss", "task_loss", "kd_loss", "feat_loss", "object_loss", "generator_loss")
 
 
@@ -130,8 +135,13 @@ def teacher_mixture(
     t: float,
     weighting: str = "fixed",
     labels=None,
+    adjust: str = "none",
 ) -> np.ndarray:
     """Per-sample weighted mixture of the teachers' softmax(logits / T), aligned to ``image_ids``."""
+    if adjust not in ADJUSTS:
+        raise ValueError(f"unknown mixture adjustment {adjust!r}; choose one of {ADJUSTS}")
+    if adjust != "none" and labels is None:
+        raise ValueError(f"adjust={adjust!r} needs the training labels")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown mixture weighting {weighting!r}; choose one of {WEIGHTINGS}")
     if weighting == "correctness" and labels is None:
@@ -155,4 +165,8 @@ def teacher_mixture(
         den += w
     if (den <= 0).any():
         raise ValueError("teacher mixture weights sum to zero for some images")
-    return (num / den).astype(np.float32)
+    mix = num / den
+    if adjust == "swap":
+        wrong = mix.argmax(1) != np.asarray(labels, dtype=int)
+        mix[wrong] = mix[wrong][:, ::-1]
+    return mix.astype(np.float32)
