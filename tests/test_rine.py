@@ -261,3 +261,22 @@ def test_block_tokens_are_the_layer_norm2_cls_tokens():
         mid = h + layer.self_attn(layer.layer_norm1(h))[0]
         assert torch.allclose(toks[:, i], layer.layer_norm2(mid)[:, 0], atol=1e-5)
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_standardisation_is_saved_with_the_model(tmp_path):
+    paths = _toy_tokens(tmp_path, n_per_class=40)
+    settings = {"nproj": 1, "proj_dim": 8, "epochs": 2, "batch_size": 16, "standardize": True}
+    train_rine(
+        paths["manifests"], paths["views"], paths["none"], settings, seed=1, out_dir=tmp_path / "m"
+    )
+    model, card = load_rine(tmp_path / "m")
+    man = pd.concat([pd.read_parquet(m) for m in paths["manifests"]])
+    train_ids = set(man.loc[man["split"] == "train", "image_id"])
+    rows = []
+    for view in ("aug1", "aug2"):
+        ids, toks = read_tokens(paths["views"][view])
+        rows.append(toks[ids.isin(train_ids).to_numpy()])
+    stacked = np.concatenate(rows)
+    assert card["train"]["standardize"]
+    assert np.allclose(model.token_mean.numpy(), stacked.mean(0), atol=1e-5)
+    assert np.allclose(model.token_std.numpy(), stacked.std(0) + 1e-6, atol=1e-5)

@@ -48,6 +48,9 @@ class Rine(nn.Module):
         if cfg.nproj < 1 or cfg.n_blocks < 1:
             raise ValueError(f"RINE needs nproj >= 1 and n_blocks >= 1, got {cfg}")
         self.cfg = cfg
+        # optional fixed input standardisation (per block and feature), set from training data
+        self.register_buffer("token_mean", torch.zeros(cfg.n_blocks, cfg.dim))
+        self.register_buffer("token_std", torch.ones(cfg.n_blocks, cfg.dim))
         self.proj1 = _projection(cfg.dim, cfg.proj_dim, cfg.nproj, cfg.dropout)
         # Trainable Importance Estimator: one score per (block, feature)
         self.importance = nn.Parameter(torch.randn(cfg.n_blocks, cfg.proj_dim))
@@ -73,7 +76,7 @@ class Rine(nn.Module):
                 f"RINE expects tokens of shape (B, {self.cfg.n_blocks}, {self.cfg.dim}), "
                 f"got {tuple(tokens.shape)}"
             )
-        h = self.proj1(tokens)
+        h = self.proj1((tokens - self.token_mean) / self.token_std)
         z = (self.block_weights().unsqueeze(0) * h).sum(dim=1)
         z = self.proj2(z)
         return {"logit": self.head(z).squeeze(1), "features": z}

@@ -41,6 +41,7 @@ class RineTrainConfig:
     lr_decay_epochs: list[int] = field(default_factory=lambda: [6, 11])
     epochs: int = 1
     batch_size: int = 128
+    standardize: bool = False  # z-score tokens per (block, feature) with training statistics
     seed: int = 0
 
 
@@ -91,7 +92,12 @@ def train_rine(
     rcfg = RineConfig(
         n_blocks=n_blocks, dim=dim, nproj=cfg.nproj, proj_dim=cfg.proj_dim, dropout=cfg.dropout
     )
-    model = create_rine(rcfg).to(dev)
+    model = create_rine(rcfg)
+    if cfg.standardize:
+        stacked = np.concatenate(x_views)
+        model.token_mean.copy_(torch.from_numpy(stacked.mean(0)))
+        model.token_std.copy_(torch.from_numpy(stacked.std(0) + 1e-6))
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history, best = [], {"ap": -1.0, "epoch": 0, "state": None, "p_val": None}
     for epoch in range(cfg.epochs):
