@@ -105,6 +105,9 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
             raise ConfigError(
                 f"experiment.perturbations: {name!r} is not defined under perturbations"
             )
+    for name in exp.get("run_rine") or []:
+        if name not in (exp.get("rine") or {}):
+            raise ConfigError(f"experiment.run_rine: {name!r} is not defined under experiment.rine")
     for name in exp.get("run_students") or []:
         if name not in exp.get("students", {}):
             raise ConfigError(
@@ -183,8 +186,9 @@ class Plan:
         return list(run) if run else list(self.experiment.get("students", {}))
 
     def rines(self) -> list[str]:
-        """The RINE detectors this run trains (``experiment.rine``)."""
-        return list(self.experiment.get("rine") or {})
+        """The RINE detectors this run trains: ``run_rine`` (may be empty), else every defined one."""
+        run = self.experiment.get("run_rine")
+        return list(run) if run is not None else list(self.experiment.get("rine") or {})
 
     def trained(self) -> list[str]:
         """Detectors scored from images (students and RINE): the ones perturbations apply to."""
