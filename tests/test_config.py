@@ -88,13 +88,23 @@ def test_cifake_overlay_is_valid(repo, monkeypatch):
     cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.generators() == [("cifake", "real"), ("cifake", "sd14")]
-    assert plan.rines() == [] and plan.detectors() == ["teacher-vitgpt2", "teacher-blip2", "student-kd"]
+    assert plan.rines() == [] and plan.detectors() == [
+        "teacher-vitgpt2",
+        "teacher-blip2",
+        "student-kd",
+    ]
 
 
 def test_plan_lists_detectors_and_kd_teachers(cfg):
     validate(cfg, SCHEMA)
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
-    assert plan.detectors() == ["teacher-vitgpt2", "teacher-blip2", "student-kd", "student-nokd", "rine"]
+    assert plan.detectors() == [
+        "teacher-vitgpt2",
+        "teacher-blip2",
+        "student-kd",
+        "student-nokd",
+        "rine",
+    ]
     assert plan.rine_views() == ["aug1", "aug2"]
     cfg["experiment"]["run_rine"] = ["rine-missing"]
     with pytest.raises(ConfigError, match="run_rine"):
