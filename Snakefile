@@ -17,16 +17,21 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/label.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/teacher_finetune.smk"
 include: "workflow/rules/teacher_cache.smk"
 include: "workflow/rules/student_distill.smk"
 include: "workflow/rules/clip_features.smk"
 include: "workflow/rules/rine_train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -92,6 +92,7 @@ def test_cifake_overlay_is_valid(repo, monkeypatch):
         "teacher-vitgpt2",
         "teacher-blip2",
         "student-kd",
+        "audit-metadata",
     ]
 
 
@@ -104,13 +105,22 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
         "student-kd",
         "student-nokd",
         "rine",
+        "audit-metadata",
     ]
+    cfg["experiment"]["shortcut_audit"] = False
+    assert "audit-metadata" not in plan.detectors()
     assert plan.rine_views() == ["aug1", "aug2"]
     cfg["experiment"]["run_rine"] = ["rine-missing"]
     with pytest.raises(ConfigError, match="run_rine"):
         check_semantics(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.student_teachers("student-kd") == ["vitgpt2", "blip2"]
     assert plan.student_teachers("student-nokd") == []
+    cfg["experiment"]["run_rine"] = []
+    for reserved in ("rine-x", "audit-metadata"):
+        cfg["experiment"]["students"][reserved] = {"alpha": 0.0}
+        with pytest.raises(ConfigError, match="names starting with rine/audit-"):
+            check_semantics(cfg, load_sheet(cfg["generators_sheet"]))
+        del cfg["experiment"]["students"][reserved]
 
 
 def test_snakemake_rejects_bad_config_at_start(repo, tmp_path):

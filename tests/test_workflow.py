@@ -1,6 +1,8 @@
 """The whole DAG end to end on a shrunken demo, through Snakemake (a few minutes)."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +68,7 @@ def test_report_and_metrics(run):
         "student-kd",
         "student-nokd",
         "rine",
+        "audit-metadata",
     }
     assert set(metrics["generator"]) == {"real", "ae-deconv", "ae-bilinear", "dcgan-face", "all"}
     js = json.loads((run / "results/smoke/metrics/metrics.json").read_text())
@@ -73,6 +76,16 @@ def test_report_and_metrics(run):
     row = clean[(clean["detector"] == "student-kd") & (clean["generator"] == "all")].iloc[0]
     assert js["student-kd"]["all/all"]["ap"] == pytest.approx(row["ap"])
     assert f"{row['ap']:.3f}" in html  # the page shows the metric files' numbers
+    # shortcut audit: the demo's raw files are all PNG of one size, so the metadata
+    # classifier can only use file size; its AP is in the metrics and on the page
+    audit = clean[(clean["detector"] == "audit-metadata") & (clean["generator"] == "all")].iloc[0]
+    assert 0.0 <= audit["ap"] <= 1.0 and "Shortcut audit" in html and f"{audit['ap']:.3f}" in html
+    # Grad-CAM: one gallery per student, embedded in the page
+    for student in ("student-kd", "student-nokd"):
+        index = json.loads((run / f"results/smoke/gradcam/{student}/index.json").read_text())
+        assert index["images"] and all((run / f"results/smoke/gradcam/{student}" / r["file"]).exists()
+                                       for r in index["images"])  # fmt: skip
+    assert html.count("data:image/png;base64,") >= 8 and "Grad-CAM" in html
     assert {"none", "jpeg75", "combo"} == set(metrics["perturbation"])
     robust = metrics[(metrics["perturbation"] == "combo") & (metrics["detector"] == "student-kd")]
     assert (
@@ -140,3 +153,42 @@ def test_new_rine_hyperparameters_reuse_the_clip_cache(run):
         and "clip_backbone" not in jobs
         and "student_distill" not in jobs
     )
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]  # fmt: skip
+
+
+def chromium(*args, profile):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_report_in_a_real_browser(run, tmp_path):
+    """The page loads from disk without console errors or network, its numbers are the
+    metric files' numbers, and a screenshot is written."""
+    page = (run / "results/report/smoke/index.html").resolve()
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "p1")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console  # no script errors, no failed resource loads
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", dom.stdout)  # opens offline
+    metrics = pd.read_parquet(run / "results/smoke/metrics/metrics.parquet")
+    pooled = metrics[(metrics["generator"] == "all") & (metrics["perturbation"] == "none")]
+    for r in pooled.to_dict("records"):
+        assert f"{r['ap']:.3f}" in dom.stdout and r["detector"] in dom.stdout
+    shot = run / "results/report/smoke/screenshot.png"
+    r = chromium(
+        f"--screenshot={shot}", "--window-size=1280,2400", page.as_uri(), profile=tmp_path / "p2"
+    )
+    assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    assert img.size == (1280, 2400) and len(set(img.getdata())) > 10  # rendered, not blank

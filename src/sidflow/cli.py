@@ -5,6 +5,7 @@
     sidflow hash FILE...          # sha256 to pin a dataset archive in config
     sidflow train-student --spec spec.json   # also: torchrun ... -m sidflow.cli train-student
     sidflow export --model results/demo/models/student-kd --format onnx torchscript
+    sidflow matrix --mode cross --configfile experiments/lsun-cross.yaml   # one experiment per cell
 
 The pipeline itself runs with ``snakemake --profile profiles/local``.
 """
@@ -101,6 +102,12 @@ def cmd_hash(args) -> int:
     return 0
 
 
+def cmd_matrix(args) -> int:
+    from sidflow.matrix import run_matrix
+
+    return run_matrix(args.mode, args.configfile or [], args.profile, args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hash", help="print sha256 of files (to pin dataset archives in config)")
     h.add_argument("files", nargs="+")
     h.set_defaults(func=cmd_hash)
+    m = sub.add_parser(
+        "matrix", help="cross-generator / leave-one-generator-out matrix of experiments"
+    )
+    m.add_argument("--mode", required=True, choices=["cross", "logo"])
+    m.add_argument(
+        "--configfile", action="append", help="overlay(s) naming datasets, detectors, base name"
+    )
+    m.add_argument("--profile", default="profiles/local")
+    m.add_argument(
+        "--dry-run", action="store_true", help="write the cell overlays and dry-run each cell"
+    )
+    m.set_defaults(func=cmd_matrix)
     return parser
 
 

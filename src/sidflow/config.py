@@ -98,8 +98,10 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
                 f"perturbations: {name!r} is reserved (clean images / RINE training views)"
             )
     for name in exp.get("students", {}):
-        if name.startswith("rine"):
-            raise ConfigError(f"experiment.students: {name!r}: names starting with rine are RINE's")
+        if name.startswith(("rine", "audit-")):
+            raise ConfigError(
+                f"experiment.students: {name!r}: names starting with rine/audit- are RINE's/the audit's"
+            )
     for name in exp.get("perturbations") or []:
         if name == "none" or name not in cfg.get("perturbations", {}):
             raise ConfigError(
@@ -200,4 +202,8 @@ class Plan:
         return [f"aug{i}" for i in range(1, k + 1)] or ["none"]
 
     def detectors(self) -> list[str]:
-        return [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.trained()
+        """Every scored detector: teachers, trained ones, and the metadata audit if enabled."""
+        audit = ["audit-metadata"] if self.experiment.get("shortcut_audit", True) else []
+        return (
+            [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.trained() + audit
+        )

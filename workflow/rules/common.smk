@@ -20,7 +20,7 @@ wildcard_constraints:
     experiment=NAME,
     perturbation=NAME,
     view=NAME,
-    student=f"(?!teacher-|rine){NAME}",
+    student=f"(?!teacher-|rine|audit-){NAME}",
     rine="rine[a-z0-9._-]{0,59}",
 
 
@@ -130,6 +130,36 @@ def all_scores(wildcards):
         for name in config["experiment"].get("perturbations", [])
     ]
     return clean + perturbed
+
+
+def audit_metadata(wildcards):
+    return key_paths("data/metadata/{dataset}/{generator}.parquet", scored_keys())
+
+
+def audit_score_paths():
+    return key_paths(
+        "results/{{experiment}}/scores/audit-metadata/{dataset}/{generator}/none.parquet",
+        scored_keys(),
+    )
+
+
+def gradcam_scores(wildcards):
+    return [
+        f"results/{wildcards.experiment}/scores/{wildcards.student}/{key}/none.parquet"
+        for key in scored_keys()
+    ]
+
+
+def report_gradcam(wildcards):
+    if not config["gradcam"]["enabled"]:
+        return []
+    return [f"results/{wildcards.experiment}/gradcam/{s}" for s in PLAN.students()]
+
+
+def report_audit(wildcards):
+    if not config["experiment"]["shortcut_audit"]:
+        return []
+    return [f"results/{wildcards.experiment}/audit/shortcut.json"]
 
 
 def perturbation_chain(wildcards):

@@ -60,7 +60,11 @@ rule evaluate:
         all_scores,
     output:
         table="results/{experiment}/metrics/metrics.parquet",
-        csv="results/{experiment}/metrics/metrics.csv",
+        csv=report(
+            "results/{experiment}/metrics/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+        ),
         json="results/{experiment}/metrics/metrics.json",
         comparisons="results/{experiment}/metrics/comparisons.csv",
         roc="results/{experiment}/metrics/plots/roc.csv",

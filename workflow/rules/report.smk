@@ -7,8 +7,14 @@ rule report:
         processed=report_processed,
         manifests=report_manifests,
         models=report_models,
+        gradcam=report_gradcam,
+        audit=report_audit,
     output:
-        "results/report/{experiment}/index.html",
+        report(
+            "results/report/{experiment}/index.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
     log:
         "logs/{experiment}/report.log",
     benchmark:

@@ -22,6 +22,8 @@ build_report(
     metrics_path=snakemake.input.metrics,
     comparisons_path=snakemake.input.comparisons,
     plots_dir=str(Path(snakemake.input.roc).parent),
+    audit_path=snakemake.input.audit[0] if snakemake.input.audit else None,
+    gradcam_dirs=list(snakemake.input.gradcam),
     preprocess_summaries={key(p): str(Path(p) / "summary.json") for p in snakemake.input.processed},
     manifest_summaries={
         key(p): p.replace(".parquet", ".summary.json") for p in snakemake.input.manifests

@@ -16,6 +16,7 @@ import yaml
 
 import sidflow
 from sidflow.io import atomic_path, read_json
+from sidflow.report.sections import audit_section, gradcam_section
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -23,7 +24,7 @@ h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}
 .id{color:#555;font-style:italic}.figs{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0}
-.verdict{background:#eef6ff;border-left:4px solid #3b82f6;padding:.5rem 1rem}pre{background:#f6f8fa;padding:1rem;overflow:auto;font-size:.8rem}
+figcaption{font-size:.75rem;color:#555}.verdict{background:#eef6ff;border-left:4px solid #3b82f6;padding:.5rem 1rem}pre{background:#f6f8fa;padding:1rem;overflow:auto;font-size:.8rem}
 """
 
 
@@ -210,13 +211,16 @@ def build_report(
     dataset_notes: dict[str, str] | None = None,
     comparisons_path: str | Path | None = None,
     plots_dir: str | Path | None = None,
+    audit_path: str | Path | None = None,
+    gradcam_dirs: list[str] | None = None,
 ) -> None:
     metrics = pd.read_parquet(metrics_path)
     parts = [f"<h1>sidflow report: {html.escape(experiment)}</h1>"]
     for name, note in (dataset_notes or {}).items():
         parts.append(f'<p class="note"><b>{html.escape(name)}</b>: {html.escape(note)}</p>')
 
-    pooled = metrics[(metrics["generator"] == "all") & (metrics["perturbation"] == "none")]
+    pooled = metrics[(metrics["generator"] == "all") & (metrics["perturbation"] == "none")
+                     & ~metrics["detector"].str.startswith("audit-")]  # fmt: skip
     if not pooled.empty:
         best = pooled.sort_values("ap", ascending=False).iloc[0]
         parts.append(
@@ -250,6 +254,8 @@ def build_report(
     )
 
     parts.append(robustness_section(metrics))
+    parts.append(audit_section(audit_path, metrics))
+    parts.append(gradcam_section(gradcam_dirs))
     parts.append(rine_section(model_cards))
     parts.append("<h2>Dataset card</h2>")
     rows = []

@@ -1,0 +1,98 @@
+"""Experiment presets (Exp1, Exp2) and the cross-generator / LOGO matrix."""
+
+import pandas as pd
+import pytest
+
+from sidflow.config import ConfigError, Plan, load_config, load_sheet
+from sidflow.matrix import collect_matrix, matrix_cells, matrix_html, write_cell_overlays
+
+
+@pytest.mark.parametrize(
+    "preset, train",
+    [("exp1-ldm", ["lsun-bedroom/real", "lsun-bedroom/ldm"]),
+     ("exp2-adm-ldm", ["lsun-bedroom/real", "lsun-bedroom/adm", "lsun-bedroom/ldm"])],
+)  # fmt: skip
+def test_paper_presets_train_on_their_subsets_and_test_on_all(repo, monkeypatch, preset, train):
+    monkeypatch.chdir(repo)
+    cfg = load_config("config.yaml", overlays=[f"experiments/{preset}.yaml"])
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+    assert plan.train_keys() == train
+    assert set(plan.test_keys()) == {
+        f"lsun-bedroom/{g}" for g in ("real", "adm", "iddpm", "ldm", "pndm")
+    }
+
+
+def test_cross_and_logo_cells(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    cfg = load_config("config.yaml", overlays=["experiments/lsun-cross.yaml"])
+    cross = matrix_cells(cfg, "cross")
+    assert cross["lsun-x-lsun-bedroom-adm"] == ["lsun-bedroom/real", "lsun-bedroom/adm"]
+    assert len(cross) == 4
+    logo = matrix_cells(cfg, "logo")
+    assert logo["lsun-logo-lsun-bedroom-adm"] == ["lsun-bedroom/real"] + [
+        f"lsun-bedroom/{g}" for g in ("iddpm", "ldm", "pndm")
+    ]
+    with pytest.raises(ConfigError, match="mode"):
+        matrix_cells(cfg, "diagonal")
+
+
+def test_cell_overlays_make_valid_experiments(repo, monkeypatch, tmp_path):
+    monkeypatch.chdir(repo)
+    cfg = load_config("config.yaml", overlays=["experiments/demo-cross.yaml"])
+    cells = matrix_cells(cfg, "cross")
+    assert set(cells) == {
+        "demo-x-demo-ae-deconv",
+        "demo-x-demo-ae-bilinear",
+        "demo-x-demo-dcgan-face",
+    }
+    paths = write_cell_overlays(cells, tmp_path)
+    for name, path in paths.items():
+        cell = load_config("config.yaml", overlays=["experiments/demo-cross.yaml", str(path)])
+        assert cell["experiment"]["name"] == name
+        assert cell["experiment"]["train_generators"] == cells[name]
+        assert cell["experiment"]["run_students"] == ["student-nokd"]
+
+
+def test_kd_students_are_refused_when_teachers_would_change_per_cell(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    cfg = load_config(
+        "config.yaml"
+    )  # the demo's KD student, teachers trained on the experiment data
+    with pytest.raises(ConfigError, match="distils from"):
+        matrix_cells(cfg, "cross")
+    for t in cfg["teachers"].values():
+        t["train_generators"] = ["demo/real", "demo/ae-deconv"]
+    assert len(matrix_cells(cfg, "cross")) == 3
+
+
+def _metrics(cell_train):
+    rows = []
+    for gen in ("a", "b"):
+        rows.append({"detector": "s", "perturbation": "none", "dataset": "d", "generator": gen, "is_real": False,
+                     "in_distribution": gen in cell_train, "ap": 0.9 if gen in cell_train else 0.6, "auc": 0.5,
+                     "accuracy": 0.5, "fake_accuracy": 0.5})  # fmt: skip
+    rows.append({**rows[0], "generator": "real", "is_real": True})
+    rows.append({**rows[0], "generator": "all", "ap": 0.7})
+    return pd.DataFrame(rows)
+
+
+def test_collect_matrix_marks_in_distribution(tmp_path):
+    cells = {"m-x-a": ["d/real", "d/a"], "m-x-b": ["d/real", "d/b"]}
+    for name, train in cells.items():
+        (tmp_path / name / "metrics").mkdir(parents=True)
+        _metrics([t.split("/")[1] for t in train]).to_parquet(
+            tmp_path / name / "metrics" / "metrics.parquet"
+        )
+    table = collect_matrix(cells, tmp_path)
+    assert len(table) == 4 and set(table["train"]) == {"d/a", "d/b"}
+    diag = table[table["in_distribution"]]
+    assert (diag["ap"] == 0.9).all() and set(
+        zip(diag["train"], diag["generator"], strict=True)
+    ) == {
+        ("d/a", "a"),
+        ("d/b", "b"),
+    }
+    page = matrix_html(table, "t")
+    assert "0.900*" in page and "0.600" in page and "0.600*" not in page
+    with pytest.raises(FileNotFoundError, match="has not been run"):
+        collect_matrix({"m-x-c": ["d/real", "d/c"]}, tmp_path)
