@@ -192,3 +192,10 @@ def test_report_in_a_real_browser(run, tmp_path):
 
     img = Image.open(shot).convert("L")
     assert img.size == (1280, 2400) and len(set(img.getdata())) > 10  # rendered, not blank
+
+
+def test_snakemake_report_bundles_the_key_figures(run):
+    r = snakemake(run, "--report", "snakemake-report.html")
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (run / "snakemake-report.html").read_text(errors="replace")
+    assert all(c in page for c in ("Grad-CAM", "Shortcut audit", "Metrics", "Report"))
