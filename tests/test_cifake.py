@@ -71,7 +71,15 @@ def run(tmp_path_factory, request):
 def test_cifake_students_beat_chance_clearly(run):
     m = pd.read_parquet(run / "results/cifake-ci/metrics/metrics.parquet")
     pooled = m[(m["generator"] == "all") & (m["perturbation"] == "none")].set_index("detector")
-    assert set(pooled.index) == {"teacher-vitgpt2", "teacher-blip2", "student-kd", "student-dual"}
+    assert set(pooled.index) == {
+        "teacher-vitgpt2",
+        "teacher-blip2",
+        "student-kd",
+        "student-dual",
+        "audit-metadata",
+    }
+    # CIFAKE's raw files are all 32x32 JPEG q75: metadata alone must not separate them
+    assert pooled.loc["audit-metadata", "ap"] < 0.7
     for student in ("student-kd", "student-dual"):
         assert pooled.loc[student, "ap"] > 0.8 and pooled.loc[student, "accuracy"] > 0.7, (
             pooled.loc[student]
@@ -80,6 +88,7 @@ def test_cifake_students_beat_chance_clearly(run):
     assert m[m["perturbation"] == "jpeg75"]["ap"].notna().any()
     html = (run / "results/report/cifake-ci/index.html").read_text()
     assert "Distillation ablation" in html and "cifake/sd14" in html
+    assert "No generator is separable by metadata alone" in html and "Grad-CAM" in html
 
 
 def test_cifake_object_classes_parsed_from_file_names(run):
