@@ -21,6 +21,9 @@ import yaml
 SCHEMA_DIR = Path("workflow/schemas")
 
 
+AUDIT_DETECTOR = "audit-metadata"  # the shortcut audit's scores, beside the real detectors
+
+
 class ConfigError(ValueError):
     pass
 
@@ -203,7 +206,7 @@ class Plan:
 
     def detectors(self) -> list[str]:
         """Every scored detector: teachers, trained ones, and the metadata audit if enabled."""
-        audit = ["audit-metadata"] if self.experiment.get("shortcut_audit", True) else []
+        audit = [AUDIT_DETECTOR] if self.experiment.get("shortcut_audit", True) else []
         return (
             [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.trained() + audit
         )

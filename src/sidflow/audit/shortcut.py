@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 
 from sidflow.audit.metadata import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from sidflow.config import AUDIT_DETECTOR as DETECTOR
 from sidflow.evaluate.scores import SCORE_SPLITS, SCORES_SCHEMA, _table
 from sidflow.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
-
-DETECTOR = "audit-metadata"
 
 
 def join_metadata(metadata: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:

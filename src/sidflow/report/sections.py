@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sidflow.config import AUDIT_DETECTOR
 from sidflow.io import read_json
 
-AUDIT = "audit-metadata"
 # Audit AP at or above this on a fake generator means its raw files are separable by
 # metadata alone (0.5 is chance for a balanced set).
 AUDIT_WARN_AP = 0.9
@@ -30,15 +30,13 @@ def audit_section(summary_path: str | Path | None, metrics: pd.DataFrame) -> str
         return ""
     summary = read_json(summary_path)
     clean = metrics[(metrics["perturbation"] == "none")]
-    audit = clean[clean["detector"] == AUDIT].set_index(["dataset", "generator"])
+    audit = clean[clean["detector"] == AUDIT_DETECTOR].set_index(["dataset", "generator"])
     detectors = clean[~clean["detector"].str.startswith("audit-")]
     rows, flagged = [], []
     for key, facts in sorted(summary["generators"].items()):
         dataset, _, generator = key.partition("/")
-        ap = audit["ap"].get((dataset, generator)) if (dataset, generator) in audit.index else None
-        is_real = (
-            bool(audit["is_real"].get((dataset, generator), False)) if ap is not None else False
-        )
+        ap = audit["ap"].get((dataset, generator))
+        is_real = bool(audit["is_real"].get((dataset, generator), False))
         best = detectors[(detectors["dataset"] == dataset) & (detectors["generator"] == generator)]
         best_ap = best["ap"].max() if len(best) else None
         if ap is not None and not is_real and ap >= AUDIT_WARN_AP:
@@ -49,7 +47,7 @@ def audit_section(summary_path: str | Path | None, metrics: pd.DataFrame) -> str
             f"<td>{_f(facts['median_jpeg_quality'], 0)}</td><td>{'(real)' if is_real else _f(ap)}</td>"
             f"<td>{'(real)' if is_real else _f(best_ap)}</td></tr>"
         )
-    pooled = audit["ap"].get(("all", "all")) if ("all", "all") in audit.index else None
+    pooled = audit["ap"].get(("all", "all"))
     if flagged:
         verdict = (f'<p class="note"><b>Warning:</b> the raw files of {html.escape(", ".join(flagged))} are separable '
                    f"from real ones by metadata alone (audit AP ≥ {AUDIT_WARN_AP}). sidflow's detectors only see "
