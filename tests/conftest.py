@@ -106,3 +106,68 @@ def tiny_dataset(tmp_path):
         out["manifests"].append(str(man))
         out["processed"].append(str(proc))
     return out
+
+
+# -- the workflow end to end on a shrunken demo (shared by the workflow, SLURM and rerun tests)
+SMALL = """
+datasets:
+  demo:
+    source: {type: builtin-demo, n_real: 120, n_fake: 60, raw_size: 32, ae_steps: 20, inject_bad_files: true}
+teachers:
+  vitgpt2:
+    arch: vitgpt2
+    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8}
+    finetune: {epochs: 1, batch_size: 32}
+  blip2:
+    arch: blip2
+    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8, query_tokens: 4}
+    finetune: {epochs: 1, batch_size: 32}
+experiment:
+  name: smoke
+  train_generators: [demo/real, demo/ae-deconv, demo/dcgan-face]
+  teachers: [vitgpt2, blip2]
+  perturbations: [jpeg75, combo]
+  students:
+    student-kd: {alpha: 1.0, beta: 0.5, epochs: 1}
+    student-nokd: {alpha: 0.0, epochs: 1}
+"""
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "config", "profiles")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow's files (not data or results) copied into ``dest``, plus small.yaml."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    (dest / "small.yaml").write_text(SMALL)
+    return dest
+
+
+def run_snakemake(cwd, *args, timeout: int = 1500):
+    """``python -m snakemake --cores 2 ARGS`` in ``cwd`` (stdout and stderr captured)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(out: str) -> dict[str, int]:
+    """Job counts per rule from a dry run's "Job stats" table ({} when nothing to do)."""
+    if "Job stats:" not in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
+    return {r[0]: int(r[1]) for r in rows}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The shrunken demo run once, locally (``--cores 2``), for every test that needs it."""
+    work = copy_workflow(tmp_path_factory.mktemp("wf"))
+    r = run_snakemake(work, "--configfile", "small.yaml")
+    assert r.returncode == 0, r.stderr[-4000:]
+    return work

@@ -10,48 +10,18 @@ import sys
 import pandas as pd
 import pytest
 
+from conftest import planned_jobs, run_snakemake
+
 pytestmark = pytest.mark.slow
-
-SMALL = """
-datasets:
-  demo:
-    source: {type: builtin-demo, n_real: 120, n_fake: 60, raw_size: 32, ae_steps: 20, inject_bad_files: true}
-teachers:
-  vitgpt2:
-    arch: vitgpt2
-    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8}
-    finetune: {epochs: 1, batch_size: 32}
-  blip2:
-    arch: blip2
-    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8, query_tokens: 4}
-    finetune: {epochs: 1, batch_size: 32}
-experiment:
-  name: smoke
-  train_generators: [demo/real, demo/ae-deconv, demo/dcgan-face]
-  teachers: [vitgpt2, blip2]
-  perturbations: [jpeg75, combo]
-  students:
-    student-kd: {alpha: 1.0, beta: 0.5, epochs: 1}
-    student-nokd: {alpha: 0.0, epochs: 1}
-"""
-
-
-def snakemake(cwd, *args):
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "small.yaml", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1500)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, request):
-    repo = request.config.rootpath
-    work = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "config.yaml", "workflow", "config", "profiles"):
-        src = repo / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    (work / "small.yaml").write_text(SMALL)
-    r = snakemake(work)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return work
+def run(small_run):
+    return small_run
+
+
+def snakemake(cwd, *args):
+    return run_snakemake(cwd, "--configfile", "small.yaml", *args)
 
 
 def test_report_and_metrics(run):
@@ -120,13 +90,6 @@ def test_counts_reconcile_and_quarantine_visible(run):
 def test_second_run_has_nothing_to_do(run):
     r = snakemake(run, "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
-
-
-def planned_jobs(out: str) -> dict[str, int]:
-    """Job counts from a dry run's "Job stats" table."""
-    table = out.split("Job stats:")[1].split("total")[0]
-    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
-    return {r[0]: int(r[1]) for r in rows}
 
 
 def test_new_rine_hyperparameters_reuse_the_clip_cache(run):

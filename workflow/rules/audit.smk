@@ -2,6 +2,7 @@ rule metadata:
     """Shortcut audit input: format, size, JPEG tables of every raw file (headers only)."""
     input:
         "data/raw/{dataset}/{generator}",
+        index="data/raw-index/{dataset}/{generator}.tsv",
     output:
         "data/metadata/{dataset}/{generator}.parquet",
     log:

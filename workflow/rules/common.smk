@@ -4,12 +4,24 @@
 from pathlib import Path
 
 from sidflow.config import Plan, check_semantics, load_sheet
+from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
 
 SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
 SHEET = load_sheet(config["generators_sheet"], SCHEMAS)
 check_semantics(config, SHEET)
 PLAN = Plan(config, SHEET)
 EXPERIMENT = config["experiment"]["name"]
+
+# Edits inside a raw folder are invisible to Snakemake (directory outputs are dated by a
+# marker file): refresh each downloaded generator's content index before the DAG is built.
+if config["watch_raw"] and workflow.is_main_process:
+    refresh_raw_indexes(
+        [
+            (f"data/raw/{d}/{g}", f"data/raw-index/{d}/{g}.tsv")
+            for d, g in PLAN.generators()
+        ],
+        ".snakemake/sidflow-raw-stat",
+    )
 NAME = "[a-z0-9][a-z0-9._-]{0,63}"
 
 

@@ -1,7 +1,8 @@
 rule download:
     """Bring one generator subset to data/raw/<dataset>/<generator>/."""
     output:
-        directory("data/raw/{dataset}/{generator}"),
+        raw=directory("data/raw/{dataset}/{generator}"),
+        index="data/raw-index/{dataset}/{generator}.tsv",
     log:
         "logs/download/{dataset}/{generator}.log",
     benchmark:

@@ -2,6 +2,7 @@ rule preprocess:
     """Same decode/resize/crop/JPEG for real and fake; sharded Parquet + quarantine."""
     input:
         "data/raw/{dataset}/{generator}",
+        index="data/raw-index/{dataset}/{generator}.tsv",
     output:
         directory("data/processed/{dataset}/{generator}"),
     log:
