@@ -31,6 +31,7 @@ include: "workflow/rules/student_distill.smk"
 include: "workflow/rules/clip_features.smk"
 include: "workflow/rules/rine_train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/report.smk"
 

@@ -5,10 +5,16 @@ from pathlib import Path
 
 from sidflow.config import Plan, check_semantics, load_sheet
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
+from sidflow.probe.plan import check_probe
+from sidflow.probe.plan import cells as probe_cells
+from sidflow.probe.plan import cross_backbone as probe_cross_backbone
+from sidflow.probe.plan import parts as probe_parts
+from sidflow.probe.plan import transforms as probe_transforms
 
 SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
 SHEET = load_sheet(config["generators_sheet"], SCHEMAS)
 check_semantics(config, SHEET)
+check_probe(config)
 PLAN = Plan(config, SHEET)
 EXPERIMENT = config["experiment"]["name"]
 
@@ -32,6 +38,10 @@ wildcard_constraints:
     experiment=NAME,
     perturbation=NAME,
     view=NAME,
+    backbone=NAME,
+    reduction=NAME,
+    classifier=NAME,
+    transform=NAME,
     student=f"(?!teacher-|rine|audit-){NAME}",
     rine="rine[a-z0-9._-]{0,59}",
 
@@ -194,3 +204,89 @@ def report_models(wildcards):
     ]
     trained = [f"results/{wildcards.experiment}/models/{s}" for s in PLAN.trained()]
     return teachers + trained
+
+
+# -- probe grid (frozen backbones + classical classifiers) -----------------
+PROBE = config["probe"]
+
+
+def probe_backbone_spec(wildcards):
+    spec = dict(PROBE["backbones"][wildcards.backbone])
+    if spec["arch"] == "teacher":
+        spec["model_dir"] = f"results/teachers/{spec['teacher']}"
+        spec["image_size"] = config["preprocess"]["image_size"]
+    elif spec["arch"] == "student":
+        spec["model_dir"] = f"results/{EXPERIMENT}/models/{spec['student']}"
+    return spec
+
+
+def probe_chain(wildcards):
+    return PROBE["transforms"].get(wildcards.transform, [])
+
+
+def probe_feature_inputs(wildcards):
+    paths = {
+        "manifest": f"data/manifests/{wildcards.dataset}/{wildcards.generator}.parquet",
+        "processed": f"data/processed/{wildcards.dataset}/{wildcards.generator}",
+    }
+    spec = probe_backbone_spec(wildcards)
+    if spec["arch"] in ("teacher", "student"):
+        paths["model"] = spec["model_dir"]
+    if spec["arch"] == "teacher" and wildcards.transform == "none":
+        paths["teacher_cache"] = (
+            f"results/cache/{spec['teacher']}/{wildcards.dataset}/{wildcards.generator}.parquet"
+        )
+    return paths
+
+
+def probe_feature_paths(backbone, transform):
+    """Per part of ``backbone``: its feature files, one per scored generator."""
+    return [
+        key_paths(
+            f"results/features/probe/{part}/{transform}/{{dataset}}/{{generator}}.parquet",
+            scored_keys(),
+        )
+        for part in probe_parts(PROBE, backbone)
+    ]
+
+
+def probe_cell_features(wildcards):
+    ts = dict.fromkeys([*probe_transforms(PROBE), wildcards.transform])
+    return {t: probe_feature_paths(wildcards.backbone, t) for t in ts}
+
+
+def probe_cell_inputs(wildcards):
+    feats = probe_cell_features(wildcards)
+    return [p for parts in feats.values() for paths in parts for p in paths]
+
+
+def probe_reduction_spec(wildcards):
+    return PROBE["reductions"][wildcards.reduction]
+
+
+def probe_cell_cards(wildcards):
+    return [
+        f"results/{wildcards.experiment}/probe/cells/{b}/{r}/{c}/{t}/cell.json"
+        for b, r, c, t in probe_cells(PROBE)
+    ]
+
+
+def probe_cross_parts(wildcards):
+    return probe_feature_paths(probe_cross_backbone(PROBE), "none")
+
+
+def probe_cross_inputs(wildcards):
+    return [p for paths in probe_cross_parts(wildcards) for p in paths]
+
+
+def probe_cross_reduction(wildcards):
+    return PROBE["reductions"][PROBE["cross"]["reduction"]]
+
+
+def report_probe(wildcards):
+    if not PROBE["enabled"]:
+        return []
+    return [
+        f"results/{wildcards.experiment}/probe/ranking.csv",
+        f"results/{wildcards.experiment}/probe/cross.csv",
+    ]

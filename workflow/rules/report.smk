@@ -9,6 +9,7 @@ rule report:
         models=report_models,
         gradcam=report_gradcam,
         audit=report_audit,
+        probe=report_probe,
     output:
         report(
             "results/report/{experiment}/index.html",

@@ -24,6 +24,7 @@ build_report(
     plots_dir=str(Path(snakemake.input.roc).parent),
     audit_path=snakemake.input.audit[0] if snakemake.input.audit else None,
     gradcam_dirs=list(snakemake.input.gradcam),
+    probe_files=list(snakemake.input.probe),  # [ranking.csv, cross.csv] when the grid runs
     preprocess_summaries={key(p): str(Path(p) / "summary.json") for p in snakemake.input.processed},
     manifest_summaries={
         key(p): p.replace(".parquet", ".summary.json") for p in snakemake.input.manifests

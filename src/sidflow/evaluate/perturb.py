@@ -15,12 +15,13 @@ image (what the detector would otherwise see)::
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
-OPS = ("jpeg", "blur", "resize")
+OPS = ("jpeg", "blur", "resize", "jitter")
 
 
 def check_chain(chain: Sequence[dict]) -> None:
@@ -36,6 +37,8 @@ def check_chain(chain: Sequence[dict]) -> None:
             raise ValueError(f"blur sigma {value} outside (0, 50]")
         if op == "resize" and not 0 < float(value) < 1:
             raise ValueError(f"resize factor {value} outside (0, 1)")
+        if op == "jitter" and not 0 < float(value) <= 1:
+            raise ValueError(f"colour jitter strength {value} outside (0, 1]")
 
 
 def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
@@ -50,6 +53,10 @@ def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
         elif op == "blur":
             img = img.filter(ImageFilter.GaussianBlur(radius=float(value)))
+        elif op == "jitter":  # brightness, contrast, saturation in [1-v, 1+v], seeded by the image
+            rng = np.random.default_rng(zlib.crc32(np.asarray(img).tobytes()))
+            for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+                img = enhance(img).enhance(float(rng.uniform(1 - float(value), 1 + float(value))))
         elif op == "resize":
             small = (max(1, round(size[0] * float(value))), max(1, round(size[1] * float(value))))
             img = img.resize(small, Image.Resampling.BICUBIC).resize(size, Image.Resampling.BICUBIC)

@@ -16,6 +16,7 @@ import yaml
 
 import sidflow
 from sidflow.io import atomic_path, read_json
+from sidflow.report.probe_section import probe_section
 from sidflow.report.sections import audit_section, gradcam_section
 
 CSS = """
@@ -213,6 +214,7 @@ def build_report(
     plots_dir: str | Path | None = None,
     audit_path: str | Path | None = None,
     gradcam_dirs: list[str] | None = None,
+    probe_files: list[str] | None = None,
 ) -> None:
     metrics = pd.read_parquet(metrics_path)
     parts = [f"<h1>sidflow report: {html.escape(experiment)}</h1>"]
@@ -257,6 +259,8 @@ def build_report(
     parts.append(audit_section(audit_path, metrics))
     parts.append(gradcam_section(gradcam_dirs))
     parts.append(rine_section(model_cards))
+    if probe_files:
+        parts.append(probe_section(*probe_files))
     parts.append("<h2>Dataset card</h2>")
     rows = []
     for key, path in sorted(preprocess_summaries.items()):
