@@ -130,6 +130,11 @@ experiment:
   students:
     student-kd: {alpha: 1.0, beta: 0.5, epochs: 1}
     student-nokd: {alpha: 0.0, epochs: 1}
+probe:
+  backbones:
+    effnet-lite0: {arch: efficientnet-lite0, resize: 40, image_size: 32}
+  grid: {backbones: [effnet-lite0, effnet-vitgpt2], reductions: [none], classifiers: [logreg],
+         transforms: [none, blur]}
 """
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "config", "profiles")
 

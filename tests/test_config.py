@@ -145,3 +145,17 @@ def test_snakemake_dry_run_and_lint_are_clean(repo):
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr
+
+
+def test_probe_grid_overlay_expands_to_one_job_per_cell(repo):
+    from conftest import planned_jobs
+
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile",
+                        "experiments/probe-grid.yaml"], cwd=repo, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = planned_jobs(r.stdout + r.stderr)
+    # 3 backbones x 3 reductions x 13 classifiers x 4 transforms; features only for the two
+    # cached backbones (the concatenation reuses them) x 4 transforms x 4 generators
+    assert jobs["probe_fit"] == 3 * 3 * 13 * 4 and jobs["probe_features"] == 2 * 4 * 4
+    assert jobs["probe_rank"] == jobs["probe_cross"] == 1

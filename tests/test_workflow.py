@@ -80,6 +80,22 @@ def test_report_and_metrics(run):
     )
 
 
+def test_probe_grid_ranked_in_the_report(run):
+    rank = pd.read_csv(run / "results/smoke/probe/ranking.csv")
+    assert len(rank) == 2 * 2 and list(rank["rank"]) == [1, 2, 3, 4]
+    assert set(rank["backbone"]) == {"effnet-lite0", "effnet-vitgpt2"}
+    assert rank["val_ap"].is_monotonic_decreasing and rank["ap[blur]"].between(0, 1).all()
+    card = json.loads(
+        (run / "results/smoke/probe/cells/effnet-vitgpt2/none/logreg/blur/cell.json").read_text()
+    )
+    assert card["dim"] == 1280 + 32  # EfficientNet-Lite0 + the tiny teacher's embedding
+    cross = pd.read_csv(run / "results/smoke/probe/cross.csv")
+    assert len(cross) == 3 * 3 and cross["ap"].between(0, 1).all()
+    html = (run / "results/report/smoke/index.html").read_text()
+    assert "Probe grid" in html and "Cross-generator matrix" in html
+    assert f"{rank['val_ap'].iloc[0]:.3f}" in html
+
+
 def test_counts_reconcile_and_quarantine_visible(run):
     s = json.loads((run / "data/processed/demo/real/summary.json").read_text())
     assert s["inputs"] == 123 and s["written"] == 120 and s["quarantined"] == 3
