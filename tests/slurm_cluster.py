@@ -103,7 +103,7 @@ def slurm_cluster(state: Path):
     if reason:
         raise RuntimeError(f"cannot start a SLURM test cluster: {reason}")
     state = Path(state).resolve()
-    for sub in ("ctld", "d", "munge"):
+    for sub in ("ctld", "d"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     host = socket.gethostname().split(".")[0]
     saved = {}
@@ -120,18 +120,20 @@ def slurm_cluster(state: Path):
             if not dev.exists():
                 os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
         GRES_PATH.write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File={state}/gpu[0-1]\n")
-        munge_sock = Path("/run/munge")
-        munge_sock.mkdir(parents=True, exist_ok=True)
-        shutil.chown(munge_sock, "munge", "munge")
-        shutil.chown(state / "munge", "munge", "munge")
-        subprocess.run(
-            ["munged", "--force", f"--pid-file={state}/munge/munged.pid"],
-            check=True,
-            capture_output=True,
-            user="munge",
-        )
-        _wait(lambda: (state / "munge/munged.pid").exists(), "munged")
-        pids.append(int((state / "munge/munged.pid").read_text()))
+        # munged runs as user munge, which cannot enter a private temp folder: its socket and
+        # PID file stay in /run/munge. One already running (a real host's) is used as it is.
+        run_dir = Path("/run/munge")
+        alive = subprocess.run(["munge", "-n"], capture_output=True).returncode == 0
+        if not alive:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.chown(run_dir, "munge", "munge")
+            pid_file = run_dir / "sidflow-test-munged.pid"
+            r = subprocess.run(["munged", "--force", f"--pid-file={pid_file}"], capture_output=True,
+                               text=True, user="munge")  # fmt: skip
+            if r.returncode:
+                raise RuntimeError(f"munged failed to start: {r.stderr.strip()}")
+            _wait(pid_file.exists, "munged")
+            pids.append(int(pid_file.read_text()))
         subprocess.run(["slurmctld", "-c"], check=True, capture_output=True)
         _wait(lambda: (state / "slurmctld.pid").exists(), "slurmctld", log=state / "slurmctld.log")
         pids.append(int((state / "slurmctld.pid").read_text()))

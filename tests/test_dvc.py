@@ -29,6 +29,8 @@ TINY = {
                    "rine": {"rine": {"nproj": 1, "proj_dim": 16, "epochs": 2, "lr_decay_epochs": [1],
                                      "standardize": True}}},
     "rine": {"augment": {"views": 1}},
+    "probe": {"backbones": {"effnet-lite0": {"resize": 40, "image_size": 32}},
+              "grid": {"backbones": ["effnet-lite0"], "classifiers": ["logreg"], "transforms": ["none"]}},
 }  # fmt: skip
 TINY_TEACHER = {"tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8},
                 "finetune": {"epochs": 1, "batch_size": 32}}  # fmt: skip

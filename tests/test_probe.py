@@ -183,3 +183,37 @@ def test_grid_expands_to_cells_and_checks_names():
         plan.check_probe({**cfg, "probe": bad})
     with pytest.raises(ValueError, match="not in experiment.teachers"):
         plan.check_probe({**cfg, "experiment": {"teachers": [], "students": {}}})
+
+
+def test_offline_backbones_load_from_local_files(tmp_path):
+    """CLIP (tiny), DINO ViT (a saved folder) and DINO ResNet-50 (a state-dict file) through the
+    registry: the hub ids of the real weights load the same way from the local cache."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+    from transformers import ViTConfig, ViTModel
+
+    from sidflow.probe.backbones import create_backbone
+
+    images = np.stack([rgb_array(i, 32) for i in range(3)])
+    clip = create_backbone({"arch": "clip", "checkpoint": "tiny", "image_size": 32,
+                            "tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8}}, "cpu")  # fmt: skip
+    assert clip.embed(images).shape == (3, 32)
+    vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             image_size=32, patch_size=8), add_pooling_layer=False)  # fmt: skip
+    vit.save_pretrained(tmp_path / "dino")
+    dino = create_backbone({"arch": "dino-vit", "checkpoint": str(tmp_path / "dino"), "resize": 36,
+                            "image_size": 32}, "cpu")  # fmt: skip
+    assert dino.embed(images).shape == (3, 32)
+    r50 = torchvision.models.resnet50(weights=None)
+    save_file(
+        {k: v.contiguous() for k, v in r50.state_dict().items()}, tmp_path / "r50.safetensors"
+    )
+    res = create_backbone({"arch": "dino-resnet50", "weights": str(tmp_path / "r50.safetensors"),
+                           "resize": 36, "image_size": 32}, "cpu")  # fmt: skip
+    feats = res.embed(images)
+    r50.fc = torch.nn.Identity()
+    x = res.prepare(images)
+    np.testing.assert_allclose(feats, r50.eval()(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown backbone arch"):
+        create_backbone({"arch": "vgg"})
