@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, planned_jobs, run_snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 TINY = {
     "datasets": {"demo": {"source": {"type": "builtin-demo", "n_real": 60, "n_fake": 30,
