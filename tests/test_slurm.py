@@ -70,10 +70,12 @@ def test_every_job_ran_as_a_completed_slurm_job(slurm_run, cluster):
         job = jobs[jobid]
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
         assert job["Comment"].startswith(f"rule_{rule}")
+        # --gpus=1 shows as TresPerJob, --gres=gpu:1 as TresPerNode
+        gres = " ".join(v for k, v in job.items() if k.startswith("TresPer"))
         if rule in GPU_RULES:
-            assert job["Partition"] == "gpu" and "gpu:1" in job.get("TresPerNode", ""), job
+            assert job["Partition"] == "gpu" and "gpu:1" in gres, job
         else:
-            assert job["Partition"] == "cpu" and "gpu" not in job.get("TresPerNode", ""), job
+            assert job["Partition"] == "cpu" and "gpu" not in gres, job
     done = {r["JobId"] for r in jobcomp_records(cluster) if r["JobState"] == "COMPLETED"}
     assert set(submitted) <= done
     assert (work / ".snakemake/slurm_logs/rule_teacher_finetune").is_dir()
