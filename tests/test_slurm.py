@@ -50,7 +50,8 @@ def slurm_run(cluster, tmp_path_factory):
     (work / "lean.yaml").write_text(LEAN)
     # status checks every second or so instead of the plugin's cluster-friendly 40 s
     r = run_snakemake(work, "--configfile", "small.yaml", "lean.yaml", "--profile", "profiles/slurm",
-                      "--slurm-init-seconds-before-status-checks", "1", "--jobs", "6",
+                      "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+                      "--jobs", "6",
                       *SAME_THREADS, timeout=2300)  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return work, r.stdout + r.stderr
@@ -78,7 +79,9 @@ def test_every_job_ran_as_a_completed_slurm_job(slurm_run, cluster):
             assert job["Partition"] == "cpu" and "gpu" not in gres, job
     done = {r["JobId"] for r in jobcomp_records(cluster) if r["JobState"] == "COMPLETED"}
     assert set(submitted) <= done
-    assert (work / ".snakemake/slurm_logs/rule_teacher_finetune").is_dir()
+    # each job wrote its own SLURM log (kept here; the plugin deletes successful ones by default)
+    logs = list((work / ".snakemake/slurm_logs/rule_teacher_finetune").rglob("*.log"))
+    assert logs and all(p.stat().st_size > 0 for p in logs)
 
 
 def test_results_equal_the_local_run(slurm_run, small_run):

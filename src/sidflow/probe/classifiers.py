@@ -42,7 +42,8 @@ def make_classifier(name: str, seed: int = 0):
     if name == "lda":
         return da.LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     if name == "qda":
-        return da.QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto")  # works with dim > n
+        # eigen + Ledoit-Wolf shrinkage works with more dimensions than samples per class
+        return da.QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto")
     if name in ("knn1", "knn3", "knn5"):
         return neighbors.KNeighborsClassifier(n_neighbors=int(name[3:]))
     if name == "random-forest":
