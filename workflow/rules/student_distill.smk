@@ -13,6 +13,8 @@ rule student_distill:
     conda:
         "../envs/sidflow.yaml"
     threads: 1
+    # on the critical path (scores, Grad-CAM and the report wait for it)
+    priority: 20
     params:
         checkpoint="results/{experiment}/checkpoints/{student}",
         settings=student_settings,

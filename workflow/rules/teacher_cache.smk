@@ -13,6 +13,8 @@ rule teacher_cache:
     conda:
         "../envs/sidflow.yaml"
     threads: 1
+    # on the critical path (students wait for it)
+    priority: 20
     params:
         preprocess=config["preprocess"],
     script:

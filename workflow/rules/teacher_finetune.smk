@@ -12,6 +12,8 @@ rule teacher_finetune:
     conda:
         "../envs/sidflow.yaml"
     threads: 1
+    # longest step and the head of the critical path: start it as soon as its inputs exist
+    priority: 30
     params:
         settings=teacher_settings,
         image_size=config["preprocess"]["image_size"],
