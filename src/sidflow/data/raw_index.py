@@ -31,15 +31,19 @@ MARKER = ".snakemake_timestamp"
 
 
 def _scan(raw_dir: Path) -> list[tuple[str, int, int]]:
+    """(relative posix path, size, mtime_ns) of every file, sorted; plain strings and
+    ``os.scandir`` (whose entries carry their stat) keep a 2.5M-file rescan to seconds."""
     out = []
-    for root, dirs, files in os.walk(raw_dir):
-        dirs.sort()
-        for name in files:
-            if name == MARKER:
-                continue
-            p = Path(root, name)
-            st = p.stat()
-            out.append((p.relative_to(raw_dir).as_posix(), st.st_size, st.st_mtime_ns))
+    stack = [("", os.fspath(raw_dir))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append((prefix + entry.name + "/", entry.path))
+                elif entry.name != MARKER:
+                    st = entry.stat()
+                    out.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
     out.sort()
     return out
 
@@ -57,7 +61,8 @@ def build_index(raw_dir: str | os.PathLike, stat_cache: str | os.PathLike | None
     if stat_cache is not None and Path(stat_cache).exists():
         try:
             c = pd.read_parquet(stat_cache)
-            known = dict(zip(zip(c["path"], c["size"], c["mtime_ns"]), c["sha256"], strict=True))
+            keys = zip(c["path"].tolist(), c["size"].tolist(), c["mtime_ns"].tolist(), strict=True)
+            known = dict(zip(keys, c["sha256"].tolist(), strict=True))
         except Exception as exc:  # a broken cache only costs a rehash
             log.warning("ignoring unreadable stat cache %s: %s", stat_cache, exc)
     rows, hashed = [], 0
