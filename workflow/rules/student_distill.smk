@@ -10,11 +10,11 @@ rule student_distill:
         "logs/{experiment}/student_distill/{student}.log",
     benchmark:
         "logs/benchmarks/{experiment}/student_distill/{student}.tsv"
+    # on the critical path (scores, Grad-CAM and the report wait for it)
+    priority: 20
     conda:
         "../envs/sidflow.yaml"
     threads: 1
-    # on the critical path (scores, Grad-CAM and the report wait for it)
-    priority: 20
     params:
         checkpoint="results/{experiment}/checkpoints/{student}",
         settings=student_settings,

@@ -10,11 +10,11 @@ rule teacher_cache:
         "logs/teacher_cache/{teacher}/{dataset}/{generator}.log",
     benchmark:
         "logs/benchmarks/teacher_cache/{teacher}/{dataset}/{generator}.tsv"
+    # on the critical path (students wait for it)
+    priority: 20
     conda:
         "../envs/sidflow.yaml"
     threads: 1
-    # on the critical path (students wait for it)
-    priority: 20
     params:
         preprocess=config["preprocess"],
     script:

@@ -9,11 +9,11 @@ rule teacher_finetune:
         "logs/teacher_finetune/{teacher}.log",
     benchmark:
         "logs/benchmarks/teacher_finetune/{teacher}.tsv"
+    # longest step and the head of the critical path: start it as soon as its inputs exist
+    priority: 30
     conda:
         "../envs/sidflow.yaml"
     threads: 1
-    # longest step and the head of the critical path: start it as soon as its inputs exist
-    priority: 30
     params:
         settings=teacher_settings,
         image_size=config["preprocess"]["image_size"],
