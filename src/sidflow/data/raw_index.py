@@ -16,6 +16,7 @@ Turn the rescan off with ``watch_raw: false`` in the config (e.g. on a read-only
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -31,21 +32,28 @@ MARKER = ".snakemake_timestamp"
 
 
 def _scan(raw_dir: Path) -> list[tuple[str, int, int]]:
-    """(relative posix path, size, mtime_ns) of every file, sorted; plain strings and
-    ``os.scandir`` (whose entries carry their stat) keep a 2.5M-file rescan to seconds."""
+    """(relative posix path, size, mtime_ns) of every entry, sorted; plain strings and
+    ``os.scandir`` keep a 2.5M-file rescan to seconds. Symbolic links are listed with their
+    own ``lstat`` and not followed (preprocess quarantines them)."""
     out = []
     stack = [("", os.fspath(raw_dir))]
     while stack:
         prefix, folder = stack.pop()
         with os.scandir(folder) as it:
             for entry in it:
-                if entry.is_dir(follow_symlinks=True):
+                if entry.is_dir(follow_symlinks=False):
                     stack.append((prefix + entry.name + "/", entry.path))
                 elif entry.name != MARKER:
-                    st = entry.stat()
+                    st = entry.stat(follow_symlinks=False)
                     out.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
     out.sort()
     return out
+
+
+def _digest(path: Path) -> str:
+    if path.is_symlink():  # the link itself, never its target (which may be missing)
+        return "symlink:" + hashlib.sha256(os.readlink(path).encode()).hexdigest()
+    return sha256_file(path)
 
 
 def build_index(raw_dir: str | os.PathLike, stat_cache: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -69,7 +77,7 @@ def build_index(raw_dir: str | os.PathLike, stat_cache: str | os.PathLike | None
     for rel, size, mtime in _scan(raw_dir):
         digest = known.get((rel, size, mtime))
         if digest is None:
-            digest = sha256_file(raw_dir / rel)
+            digest = _digest(raw_dir / rel)
             hashed += 1
         rows.append((rel, size, mtime, digest))
     full = pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "sha256"])
