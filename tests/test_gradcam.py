@@ -8,9 +8,8 @@ import pytest
 from PIL import Image
 
 from sidflow.evaluate.gradcam import gradcam_gallery, pick_examples, target_layer
-from sidflow.models.student import StudentConfig, create_student
+from sidflow.models.student import StudentConfig, create_student, save_student
 from sidflow.report.sections import gradcam_section
-from sidflow.train.distill import save_student
 
 
 def _scores(manifests):

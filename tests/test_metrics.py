@@ -6,7 +6,7 @@ import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from sidflow.evaluate.metrics import binary_metrics, evaluate_scores, metrics_json
-from sidflow.train.common import calibrate_threshold
+from sidflow.thresholds import calibrate_threshold
 
 
 def test_binary_metrics_match_sklearn():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sidflow.models import StudentConfig, create_student
-from sidflow.train.distill import DistillationLoss, teacher_mixture
+from sidflow.train.distill_loss import DistillationLoss, teacher_mixture
 
 
 @pytest.mark.parametrize(("stem", "size"), [("cifar-maxpool", 32), ("cifar", 32), ("imagenet", 64)])

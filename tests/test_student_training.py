@@ -149,7 +149,7 @@ def test_train_student_cli_runs_a_spec(tiny_dataset, tmp_path):
 def test_export_onnx_and_torchscript_match_pytorch(tiny_dataset, tmp_path):
     from sidflow.cli import main
     from sidflow.models.export import run_exported
-    from sidflow.train.distill import load_student
+    from sidflow.models.student import load_student
 
     _train(tiny_dataset, tmp_path / "m", epochs=1)
     assert main(["export", "--model", str(tmp_path / "m")]) == 0

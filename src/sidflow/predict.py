@@ -42,7 +42,7 @@ def expand_paths(items: Iterable[str]) -> Iterator[Path]:
 def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int = 64, device: str = "cpu",
                   progress: bool = False) -> Iterator[dict]:  # fmt: skip
     """Yield one result dict per input: path, p_fake, verdict, threshold, model, reason."""
-    from sidflow.train.distill import load_student
+    from sidflow.models.student import load_student
 
     model, meta = load_student(model_dir)
     model.to(device)

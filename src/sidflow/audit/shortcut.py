@@ -24,8 +24,8 @@ import pandas as pd
 
 from sidflow.audit.metadata import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from sidflow.config import AUDIT_DETECTOR as DETECTOR
-from sidflow.evaluate.scores import SCORE_SPLITS, SCORES_SCHEMA, _table
 from sidflow.io import write_json, write_parquet
+from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def run_shortcut_audit(
     for key, out in score_paths.items():
         df = data[key][data[key]["split"].isin(SCORE_SPLITS)].reset_index(drop=True)
         p = model.predict_proba(feature_frame(df, categories))[:, 1] if len(df) else np.array([])
-        write_parquet(out, _table(df, p, DETECTOR, "none"), SCORES_SCHEMA)
+        write_parquet(out, scores_table(df, p, DETECTOR, "none"), SCORES_SCHEMA)
     summary = {
         "detector": DETECTOR,
         "train_images": int(len(train)),

@@ -33,8 +33,8 @@ from sidflow.cache.store import ChunkStore, fill_store
 from sidflow.data.augment import augmented
 from sidflow.data.images import decode_jpeg_array
 from sidflow.data.loading import load_images
+from sidflow.data.perturb import apply_chain, check_chain
 from sidflow.devices import select_device
-from sidflow.evaluate.perturb import apply_chain, check_chain
 from sidflow.io import read_json, write_parquet
 from sidflow.models.clip import block_cls_tokens, clip_pixels, load_clip
 

@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from sidflow.evaluate.perturb import apply_chain
+from sidflow.data.perturb import apply_chain
 
 DEFAULT_AUGMENT = {
     "blur_prob": 0.5,

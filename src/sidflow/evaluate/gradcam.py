@@ -82,7 +82,7 @@ def gradcam_gallery(
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from sidflow.models.export import LogitsOnly
-    from sidflow.train.distill import load_student
+    from sidflow.models.student import load_student
 
     model, meta = load_student(model_dir)
     model = model.float().eval()

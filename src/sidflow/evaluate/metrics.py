@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from sidflow.train.common import calibrate_threshold
+from sidflow.thresholds import calibrate_threshold
 
 METRICS = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
            "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "tp", "fp", "tn", "fn",

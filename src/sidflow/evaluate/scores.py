@@ -12,48 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from sidflow.data.loading import load_images
 from sidflow.devices import amp_dtype, select_device
 from sidflow.io import write_parquet
-
-SCORE_SPLITS = ("val", "test")
-SCORES_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("detector", pa.string()),
-        ("dataset", pa.string()),
-        ("generator", pa.string()),
-        ("split", pa.string()),
-        ("label", pa.int8()),
-        ("perturbation", pa.string()),
-        ("p_fake", pa.float32()),
-        ("object_class", pa.string()),
-        ("object_pred", pa.string()),
-    ]
-)
-
-
-def _table(
-    man: pd.DataFrame, p_fake, detector: str, perturbation: str, object_pred=None
-) -> pd.DataFrame:
-    obj = man["object_class"] if "object_class" in man else pd.Series([None] * len(man))
-    return pd.DataFrame(
-        {
-            "image_id": man["image_id"].to_numpy(),
-            "detector": detector,
-            "dataset": man["dataset"].to_numpy(),
-            "generator": man["generator"].to_numpy(),
-            "split": man["split"].to_numpy(),
-            "label": man["label"].to_numpy().astype("int8"),
-            "perturbation": perturbation,
-            "p_fake": pd.Series(p_fake).to_numpy().astype("float32"),
-            "object_class": obj.astype(object).where(obj.notna(), None).to_numpy(),
-            "object_pred": object_pred if object_pred is not None else [None] * len(man),
-        }
-    )
+from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
 
 
 def score_teacher_from_cache(
@@ -68,7 +32,7 @@ def score_teacher_from_cache(
         raise ValueError(
             f"{cache_path}: {int(merged['p_fake'].isna().sum())} rows of {manifest} are not cached"
         )
-    write_parquet(out_path, _table(merged, merged["p_fake"], detector, "none"), SCORES_SCHEMA)
+    write_parquet(out_path, scores_table(merged, merged["p_fake"], detector, "none"), SCORES_SCHEMA)
     return len(merged)
 
 
@@ -77,9 +41,9 @@ def score_student(
     device: str = "auto", batch_size: int = 256, perturbation: str = "none", chain: list | None = None,
 ) -> int:  # fmt: skip
     """A student's scores on the val/test images of one generator, optionally after a
-    test-time perturbation ``chain`` (see :mod:`sidflow.evaluate.perturb`)."""
+    test-time perturbation ``chain`` (see :mod:`sidflow.data.perturb`)."""
     from sidflow.data.loading import ImageBank
-    from sidflow.train.distill import load_student, predict
+    from sidflow.models.student import load_student, predict
 
     model, meta = load_student(model_dir)
     dev = select_device(device)
@@ -88,7 +52,7 @@ def score_student(
     images = load_images([manifest], [processed_dir], ("test",) if chain else SCORE_SPLITS)
     cfg = meta["student"]
     if chain:
-        from sidflow.evaluate.perturb import perturbed_arrays
+        from sidflow.data.perturb import perturbed_arrays
 
         bank = ImageBank.from_arrays(
             perturbed_arrays(images["jpeg"], chain), cfg["image_mean"], cfg["image_std"]
@@ -101,6 +65,6 @@ def score_student(
     names = cfg.get("object_classes") or []
     obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
     write_parquet(
-        out_path, _table(images, preds["p_fake"], detector, perturbation, obj), SCORES_SCHEMA
+        out_path, scores_table(images, preds["p_fake"], detector, perturbation, obj), SCORES_SCHEMA
     )
     return len(images)

@@ -75,7 +75,7 @@ def run_exported(path: Path, x: torch.Tensor) -> np.ndarray:
 
 def export_student(model_dir: str | Path, formats=FORMATS, atol: float = 1e-3) -> dict:
     """Export the student in ``model_dir``; returns ``{format: {"path", "max_abs_diff"}}``."""
-    from sidflow.train.distill import load_student
+    from sidflow.models.student import load_student
 
     model_dir = Path(model_dir)
     model, meta = load_student(model_dir)

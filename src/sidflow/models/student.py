@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from sidflow.data.loading import ImageBank
+from sidflow.devices import autocast_to
+from sidflow.io import atomic_dir, read_json, write_json
+from sidflow.registry import STUDENTS
 
-STUDENTS: dict[str, type] = {}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,12 +94,54 @@ def _load_state_dict(path: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-STUDENTS["resnet18"] = ResNetStudent
+STUDENTS.register("resnet18", ResNetStudent)
 
 
 def create_student(name: str = "resnet18", cfg: StudentConfig | dict | None = None) -> nn.Module:
-    if name not in STUDENTS:
-        raise KeyError(f"unknown student {name!r}; known: {sorted(STUDENTS)}")
+    cls = STUDENTS.get(name)
     if isinstance(cfg, dict):
         cfg = StudentConfig(**cfg)
-    return STUDENTS[name](cfg or StudentConfig(arch=name))
+    return cls(cfg or StudentConfig(arch=name))
+
+
+# -- save, load, predict (used by training, scoring, export, predict, probe backbones) ------
+@torch.no_grad()
+def predict(model, bank: ImageBank, batch_size: int, device, dtype=None) -> dict[str, np.ndarray]:
+    """``{"p_fake": ..., "object_pred": ..., "generator_pred": ...}`` (heads that exist)."""
+    model.eval()
+    out: dict[str, list] = {}
+    for start in range(0, len(bank), batch_size):
+        x = bank.batch(range(start, min(start + batch_size, len(bank)))).to(device)
+        with autocast_to(device, dtype):
+            res = model(x.contiguous(memory_format=torch.channels_last))
+        out.setdefault("p_fake", []).append(
+            torch.softmax(res["logits"].float(), 1)[:, 1].cpu().numpy()
+        )
+        for head in ("object", "generator"):
+            if f"{head}_logits" in res:
+                out.setdefault(f"{head}_pred", []).append(
+                    res[f"{head}_logits"].argmax(1).cpu().numpy()
+                )
+    return {k: np.concatenate(v) for k, v in out.items()} if out else {"p_fake": np.zeros(0)}
+
+
+def save_student(model: torch.nn.Module, meta: dict, out_dir: str | Path) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_dir(out_dir) as tmp:
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
+        write_json(tmp / "student.json", meta)
+
+
+def load_student(model_dir: str | Path):
+    """(model, meta) from a folder written by :func:`save_student` (safetensors only)."""
+    from safetensors.torch import load_file
+
+    meta = read_json(Path(model_dir) / "student.json")
+    cfg = StudentConfig(**meta["student"])
+    model = create_student(cfg.arch, cfg)
+    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")))
+    return model.eval(), meta

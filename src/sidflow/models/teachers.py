@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-TEACHERS: dict[str, type[CaptionTeacher]] = {}
+from sidflow.registry import TEACHERS
 
 
 @dataclass
@@ -48,10 +48,11 @@ def teacher_config_from_settings(settings: dict, image_size: int) -> TeacherConf
 
 
 def register_teacher(name: str):
+    """Class decorator: register a :class:`CaptionTeacher` subclass as ``name``."""
+
     def wrap(cls):
-        TEACHERS[name] = cls
         cls.name = name
-        return cls
+        return TEACHERS.register(name, cls)
 
     return wrap
 
@@ -163,22 +164,15 @@ class CaptionTeacher:
 
 def create_teacher(name: str, cfg: TeacherConfig | dict | None = None) -> CaptionTeacher:
     """Build a teacher by registry name (``vitgpt2``) from a config."""
-    import sidflow.models.blip2  # noqa: F401  (registers)
-    import sidflow.models.vitgpt2  # noqa: F401
-
-    if name not in TEACHERS:
-        raise KeyError(f"unknown teacher {name!r}; known: {sorted(TEACHERS)}")
+    cls = TEACHERS.get(name)
     if isinstance(cfg, dict):
         cfg = TeacherConfig(**cfg)
-    return TEACHERS[name].build(cfg or TeacherConfig(arch=name))
+    return cls.build(cfg or TeacherConfig(arch=name))
 
 
 def load_teacher(model_dir: str | Path) -> CaptionTeacher:
     """Load a fine-tuned teacher saved by :meth:`CaptionTeacher.save` (safetensors only)."""
-    import sidflow.models.blip2  # noqa: F401
-    import sidflow.models.vitgpt2  # noqa: F401
-
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "teacher.json").read_text())
     cfg = TeacherConfig(**meta["config"])
-    return TEACHERS[meta["name"]].load(cfg, model_dir)
+    return TEACHERS.get(meta["name"]).load(cfg, model_dir)

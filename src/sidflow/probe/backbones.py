@@ -32,20 +32,16 @@ import torch
 import torch.nn.functional as F
 
 from sidflow.devices import select_device
-
-_REGISTRY: dict[str, Callable[[dict], Backbone]] = {}
+from sidflow.registry import PROBE_BACKBONES
 
 
 def register_backbone(arch: str):
-    def wrap(fn):
-        _REGISTRY[arch] = fn
-        return fn
-
-    return wrap
+    """Decorator: register a ``spec -> Backbone`` factory as ``arch``."""
+    return PROBE_BACKBONES.register(arch)
 
 
 def backbone_archs() -> list[str]:
-    return sorted(_REGISTRY)
+    return PROBE_BACKBONES.names()
 
 
 @dataclass
@@ -84,10 +80,7 @@ class Backbone:
 
 
 def create_backbone(spec: dict, device: str = "auto") -> Backbone:
-    arch = spec.get("arch")
-    if arch not in _REGISTRY:
-        raise ValueError(f"unknown backbone arch {arch!r}; known: {backbone_archs()}")
-    bb = _REGISTRY[arch](spec)
+    bb = PROBE_BACKBONES.create(str(spec.get("arch")), spec)
     bb.device = select_device(device)
     return bb
 
@@ -192,7 +185,7 @@ def _dino_resnet50(spec: dict) -> Backbone:
 
 @register_backbone("student")
 def _student(spec: dict) -> Backbone:
-    from sidflow.train.distill import load_student
+    from sidflow.models.student import load_student
 
     model, meta = load_student(spec["model_dir"])
     cfg = meta["student"]

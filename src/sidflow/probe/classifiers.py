@@ -20,43 +20,104 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sidflow.io import atomic_path, sha256_file
+from sidflow.registry import PROBE_CLASSIFIERS
 
-CLASSIFIERS = ("logreg", "linear-svm", "rbf-svm", "lda", "qda", "knn1", "knn3", "knn5", "random-forest",
-               "gradient-boosting", "bagging", "decision-tree", "naive-bayes")  # fmt: skip
+_register = PROBE_CLASSIFIERS.register
+
+
+@_register("logreg")
+def _logreg(seed: int):  # the linear probe
+    from sklearn import linear_model
+
+    return linear_model.LogisticRegression(C=1.0, max_iter=2000)
+
+
+@_register("linear-svm")
+def _linear_svm(seed: int):
+    from sklearn import svm
+    from sklearn.calibration import CalibratedClassifierCV
+
+    return CalibratedClassifierCV(svm.LinearSVC(C=0.1, random_state=seed), method="sigmoid", cv=3)
+
+
+@_register("rbf-svm")
+def _rbf_svm(seed: int):
+    from sklearn import svm
+    from sklearn.calibration import CalibratedClassifierCV
+
+    svc = svm.SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed)
+    return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+
+
+@_register("lda")
+def _lda(seed: int):
+    from sklearn import discriminant_analysis as da
+
+    return da.LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+
+
+@_register("qda")
+def _qda(seed: int):
+    from sklearn import discriminant_analysis as da
+
+    # eigen + Ledoit-Wolf shrinkage works with more dimensions than samples per class
+    return da.QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto")
+
+
+def _knn(k: int):
+    def make(seed: int):
+        from sklearn import neighbors
+
+        return neighbors.KNeighborsClassifier(n_neighbors=k)
+
+    return make
+
+
+for _k in (1, 3, 5):
+    _register(f"knn{_k}", _knn(_k))
+
+
+@_register("random-forest")
+def _random_forest(seed: int):
+    from sklearn import ensemble
+
+    return ensemble.RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed)
+
+
+@_register("gradient-boosting")
+def _gradient_boosting(seed: int):
+    from sklearn import ensemble
+
+    return ensemble.HistGradientBoostingClassifier(max_iter=200, random_state=seed)
+
+
+@_register("bagging")
+def _bagging(seed: int):
+    from sklearn import ensemble
+
+    return ensemble.BaggingClassifier(n_estimators=20, random_state=seed)
+
+
+@_register("decision-tree")
+def _decision_tree(seed: int):
+    from sklearn import tree
+
+    return tree.DecisionTreeClassifier(max_depth=12, random_state=seed)
+
+
+@_register("naive-bayes")
+def _naive_bayes(seed: int):
+    from sklearn import naive_bayes
+
+    return naive_bayes.GaussianNB()
+
+
+CLASSIFIERS = tuple(PROBE_CLASSIFIERS.names())
 
 
 def make_classifier(name: str, seed: int = 0):
-    from sklearn import discriminant_analysis as da
-    from sklearn import ensemble, linear_model, naive_bayes, neighbors, svm, tree
-    from sklearn.calibration import CalibratedClassifierCV
-
-    if name == "logreg":  # the linear probe
-        return linear_model.LogisticRegression(C=1.0, max_iter=2000)
-    if name == "linear-svm":
-        return CalibratedClassifierCV(
-            svm.LinearSVC(C=0.1, random_state=seed), method="sigmoid", cv=3
-        )
-    if name == "rbf-svm":
-        svc = svm.SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed)
-        return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
-    if name == "lda":
-        return da.LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
-    if name == "qda":
-        # eigen + Ledoit-Wolf shrinkage works with more dimensions than samples per class
-        return da.QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto")
-    if name in ("knn1", "knn3", "knn5"):
-        return neighbors.KNeighborsClassifier(n_neighbors=int(name[3:]))
-    if name == "random-forest":
-        return ensemble.RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed)
-    if name == "gradient-boosting":
-        return ensemble.HistGradientBoostingClassifier(max_iter=200, random_state=seed)
-    if name == "bagging":
-        return ensemble.BaggingClassifier(n_estimators=20, random_state=seed)
-    if name == "decision-tree":
-        return tree.DecisionTreeClassifier(max_depth=12, random_state=seed)
-    if name == "naive-bayes":
-        return naive_bayes.GaussianNB()
-    raise ValueError(f"unknown classifier {name!r}; known: {CLASSIFIERS}")
+    """A fresh classifier by registry name (:data:`sidflow.registry.PROBE_CLASSIFIERS`)."""
+    return PROBE_CLASSIFIERS.create(name, seed)
 
 
 class AutoencoderReduction(TransformerMixin, BaseEstimator):

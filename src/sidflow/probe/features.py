@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from sidflow.cache.store import ChunkStore, fill_store
 from sidflow.data.loading import load_images
-from sidflow.evaluate.perturb import check_chain, perturbed_arrays
+from sidflow.data.perturb import check_chain, perturbed_arrays
 from sidflow.io import write_parquet
 
 log = logging.getLogger(__name__)

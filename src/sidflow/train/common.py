@@ -1,4 +1,4 @@
-"""Pieces shared by the training loops: balanced epochs, thresholds, the LR schedule."""
+"""Pieces shared by the training loops: balanced epochs and the LR schedule."""
 
 from __future__ import annotations
 
@@ -27,29 +27,6 @@ def balanced_epoch(labels: Sequence[int], seed: int, epoch: int) -> np.ndarray:
         parts.append(np.concatenate([rng.permutation(idx) for _ in range(reps)])[:half])
     order = np.concatenate(parts)
     return order[rng.permutation(len(order))]
-
-
-def calibrate_threshold(labels: Sequence[int], p_fake: Sequence[float]) -> float:
-    """The p_fake threshold maximising balanced accuracy on *validation* data.
-
-    Ties go to the threshold closest to 0.5. Predict fake when ``p_fake >= threshold``.
-    """
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(p_fake, dtype=float)
-    if len(np.unique(y)) < 2:
-        raise ValueError("threshold calibration needs validation images of both classes")
-    candidates = np.unique(np.concatenate([p, [0.5]]))
-    # midpoints between consecutive scores generalise better than the scores themselves
-    mids = np.concatenate(
-        [[candidates[0]], (candidates[1:] + candidates[:-1]) / 2, [np.nextafter(candidates[-1], 2)]]
-    )
-    # balanced accuracy at every candidate in O(n log n): counts from sorted scores
-    fake, real = np.sort(p[y == 1]), np.sort(p[y == 0])
-    tpr = 1.0 - np.searchsorted(fake, mids, side="left") / len(fake)  # share of fakes with p >= t
-    tnr = np.searchsorted(real, mids, side="left") / len(real)  # share of reals with p < t
-    bacc = 0.5 * (tpr + tnr)
-    near_best = np.flatnonzero(bacc >= bacc.max() - 1e-12)
-    return float(mids[near_best[np.argmin(np.abs(mids[near_best] - 0.5))]])
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.1):

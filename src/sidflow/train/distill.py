@@ -28,10 +28,10 @@ import torch
 from sidflow.cache.teacher_cache import read_cache
 from sidflow.data.loading import ImageBank, load_images
 from sidflow.devices import amp_dtype, autocast_to, seed_everything, select_device
-from sidflow.io import atomic_dir, write_json
-from sidflow.models.student import StudentConfig, create_student
+from sidflow.models.student import StudentConfig, create_student, predict, save_student
+from sidflow.thresholds import calibrate_threshold
 from sidflow.train.checkpoint import load_checkpoint, save_checkpoint
-from sidflow.train.common import balanced_epoch, calibrate_threshold, warmup_cosine
+from sidflow.train.common import balanced_epoch, warmup_cosine
 from sidflow.train.distill_loss import (  # noqa: F401  (re-exported)
     LOSS_KEYS,
     DistillationLoss,
@@ -77,26 +77,6 @@ class _Trainable(torch.nn.Module):
             out = self.model(x)
         out = {k: v.float() for k, v in out.items()}
         return self.criterion(out["logits"], y, soft, out["features"], emb, out, obj, gen)
-
-
-@torch.no_grad()
-def predict(model, bank: ImageBank, batch_size: int, device, dtype=None) -> dict[str, np.ndarray]:
-    """``{"p_fake": ..., "object_pred": ..., "generator_pred": ...}`` (heads that exist)."""
-    model.eval()
-    out: dict[str, list] = {}
-    for start in range(0, len(bank), batch_size):
-        x = bank.batch(range(start, min(start + batch_size, len(bank)))).to(device)
-        with autocast_to(device, dtype):
-            res = model(x.contiguous(memory_format=torch.channels_last))
-        out.setdefault("p_fake", []).append(
-            torch.softmax(res["logits"].float(), 1)[:, 1].cpu().numpy()
-        )
-        for head in ("object", "generator"):
-            if f"{head}_logits" in res:
-                out.setdefault(f"{head}_pred", []).append(
-                    res[f"{head}_logits"].argmax(1).cpu().numpy()
-                )
-    return {k: np.concatenate(v) for k, v in out.items()} if out else {"p_fake": np.zeros(0)}
 
 
 def _targets(train: pd.DataFrame, cfg: DistillConfig, student_cfg: StudentConfig):
@@ -290,27 +270,3 @@ def _object_labels(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
     return np.array(
         [lookup.get(c, -1) if isinstance(c, str) else -1 for c in values], dtype=np.int64
     )
-
-
-def save_student(model: torch.nn.Module, meta: dict, out_dir: str | Path) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_dir(out_dir) as tmp:
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()},
-            str(tmp / "model.safetensors"),
-        )
-        write_json(tmp / "student.json", meta)
-
-
-def load_student(model_dir: str | Path):
-    """(model, meta) from a folder written by :func:`save_student` (safetensors only)."""
-    from safetensors.torch import load_file
-
-    from sidflow.io import read_json
-
-    meta = read_json(Path(model_dir) / "student.json")
-    cfg = StudentConfig(**meta["student"])
-    model = create_student(cfg.arch, cfg)
-    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")))
-    return model.eval(), meta

@@ -25,7 +25,9 @@ from sidflow.cache.clip_features import read_tokens
 from sidflow.devices import seed_everything, select_device
 from sidflow.io import atomic_dir, read_json, write_json
 from sidflow.models.rine import RineConfig, create_rine, rine_loss
-from sidflow.train.common import balanced_epoch, calibrate_threshold
+from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
+from sidflow.thresholds import calibrate_threshold
+from sidflow.train.common import balanced_epoch
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,6 @@ def score_rine(
 ) -> int:  # fmt: skip
     """RINE's scores table for one generator from its cached tokens (``features`` is the
     ``none`` view for clean val/test scores, or the perturbation's view: test only)."""
-    from sidflow.evaluate.scores import SCORE_SPLITS, SCORES_SCHEMA, _table
     from sidflow.io import write_parquet
 
     model, _ = load_rine(model_dir)
@@ -182,5 +183,5 @@ def score_rine(
     man = man[man["split"].isin(SCORE_SPLITS if perturbation == "none" else ("test",))]
     ids, toks = read_tokens([features])
     p = predict_rine(model, _aligned(ids, toks, man["image_id"], str(features)), dev)
-    write_parquet(out_path, _table(man, p, detector, perturbation), SCORES_SCHEMA)
+    write_parquet(out_path, scores_table(man, p, detector, perturbation), SCORES_SCHEMA)
     return len(man)
