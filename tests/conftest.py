@@ -1,65 +1,36 @@
-"""Shared fixtures: tiny generated images of every kind, repo paths, the shared data."""
+"""Fixtures shared by the tests, and the test tiers.
+
+Tiers (pytest markers; ``pytest -m unit`` runs one): ``unit`` (fast, in-process; every test
+without another tier marker is put here), ``workflow`` (Snakemake end to end on the shared small
+run), ``cluster`` (a real single-node SLURM), ``dvc`` (the real DVC), ``browser`` (headless
+Chromium), ``data`` (needs ``../shared``; skipped cleanly without it). The README test command
+and ``.ci/run`` run every tier.
+
+Expensive things are built once per session and shared read-only: the tiny preprocessed dataset
+(:func:`tiny_data`), a fine-tuned tiny teacher (:func:`tiny_teacher`) and the shrunken demo run
+(:func:`small_run`). Tests that change files work on their own copies (``tmp_path``).
+Helpers are in ``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-CIFAKE_ZIP = SHARED / "datasets" / "cifake" / "cifake-train-90k.zip"
+from helpers import CIFAKE_ZIP, REPO, copy_workflow, run_snakemake, separable_images
 
-
-def rgb_array(seed: int, size: int = 48) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
-    return np.kron(base, np.ones((8, 8, 1), dtype=np.uint8)) + rng.integers(
-        0, 8, (size, size, 3), dtype=np.uint8
-    )
+TIERS = ("unit", "workflow", "cluster", "dvc", "browser", "data")
 
 
-def png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    img = Image.fromarray(arr)
-    if mode:
-        img = img.convert(mode)
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def jpeg_bytes(arr: np.ndarray, quality: int = 95, **kw) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=quality, **kw)
-    return buf.getvalue()
-
-
-def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A valid PNG whose header claims a huge size (decoding it would need GBs)."""
-    data = png_bytes(np.zeros((1, 1, 3), dtype=np.uint8))
-    ihdr = struct.pack(">II", width, height) + data[24:29]
-    chunk = b"IHDR" + ihdr
-    return (
-        data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
-    )
-
-
-def write_images(
-    folder: Path, n: int, seed: int = 0, fmt: str = "png", size: int = 48
-) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        arr = rgb_array(seed * 100_000 + i, size)
-        p = folder / f"img_{seed}_{i:04d}.{fmt}"
-        p.write_bytes(png_bytes(arr) if fmt == "png" else jpeg_bytes(arr))
-        paths.append(p)
-    return paths
+def pytest_collection_modifyitems(config, items):
+    """Tests using ../shared are ``data``; every test without a tier marker is ``unit``."""
+    for item in items:
+        if "cifake_zip" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture
@@ -74,104 +45,55 @@ def cifake_zip() -> Path:
     return CIFAKE_ZIP
 
 
-def separable_images(folder: Path, n: int, fake: bool, seed: int) -> None:
-    """Real: smooth blocks; fake: the same plus a high-frequency checkerboard (easy to learn)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    checker = (np.indices((32, 32)).sum(0) % 2 * 60).astype(np.int16)[..., None]
-    for i in range(n):
-        arr = rgb_array(seed * 1000 + i, 32).astype(np.int16)
-        if fake:
-            arr = arr + checker
-        (folder / f"{'f' if fake else 'r'}_{i:04d}.png").write_bytes(
-            png_bytes(np.clip(arr, 0, 255).astype(np.uint8))
-        )
-
-
-@pytest.fixture
-def tiny_dataset(tmp_path):
-    """Two generators (real, fake) preprocessed and labelled: {'manifests': [...], 'processed': [...]}."""
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict:
+    """Two generators (real, fake) preprocessed and labelled once per session (read-only)."""
     from sidflow.data.manifest import label_generator
     from sidflow.data.preprocess import PreprocessParams, preprocess_generator
 
-    out = {"manifests": [], "processed": [], "root": tmp_path}
+    root = tmp_path_factory.mktemp("tiny-data")
+    out = {"manifests": [], "processed": [], "raw": root / "raw"}
     for gen, fake in (("real", False), ("fake", True)):
-        separable_images(tmp_path / "raw" / gen, 60, fake, seed=int(fake))
-        proc = tmp_path / "processed" / gen
+        separable_images(root / "raw" / gen, 60, fake, seed=int(fake))
+        proc = root / "processed" / gen
         preprocess_generator(
-            tmp_path / "raw" / gen, proc, PreprocessParams(image_size=32, jpeg_quality=95)
+            root / "raw" / gen, proc, PreprocessParams(image_size=32, jpeg_quality=95)
         )
-        man = tmp_path / "manifests" / f"{gen}.parquet"
-        label_generator(proc, man, tmp_path / "manifests" / f"{gen}.dup.parquet", "toy", gen,
+        man = root / "manifests" / f"{gen}.parquet"
+        label_generator(proc, man, root / "manifests" / f"{gen}.dup.parquet", "toy", gen,
                         "fake" if fake else "real", {"train": 0.6, "val": 0.2, "test": 0.2})  # fmt: skip
         out["manifests"].append(str(man))
         out["processed"].append(str(proc))
     return out
 
 
-# -- the workflow end to end on a shrunken demo (shared by the workflow, SLURM and rerun tests)
-SMALL = """
-datasets:
-  demo:
-    source: {type: builtin-demo, n_real: 120, n_fake: 60, raw_size: 32, ae_steps: 20, inject_bad_files: true}
-teachers:
-  vitgpt2:
-    arch: vitgpt2
-    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8}
-    finetune: {epochs: 1, batch_size: 32}
-  blip2:
-    arch: blip2
-    tiny: {hidden_size: 32, layers: 1, heads: 2, patch_size: 8, query_tokens: 4}
-    finetune: {epochs: 1, batch_size: 32}
-experiment:
-  name: smoke
-  train_generators: [demo/real, demo/ae-deconv, demo/dcgan-face]
-  teachers: [vitgpt2, blip2]
-  perturbations: [jpeg75, combo]
-  students:
-    student-kd: {alpha: 1.0, beta: 0.5, epochs: 1}
-    student-nokd: {alpha: 0.0, epochs: 1}
-probe:
-  backbones:
-    effnet-lite0: {arch: efficientnet-lite0, resize: 40, image_size: 32}
-  grid: {backbones: [effnet-lite0, effnet-vitgpt2], reductions: [none], classifiers: [logreg],
-         transforms: [none, blur]}
-"""
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "config", "profiles")
+@pytest.fixture
+def tiny_dataset(tiny_data, tmp_path) -> dict:
+    """The session's tiny dataset plus a fresh ``root`` folder of this test's own holding a
+    copy of the raw images: ``{'manifests': [...], 'processed': [...], 'root': tmp_path}``."""
+    shutil.copytree(tiny_data["raw"], tmp_path / "raw")
+    return {"manifests": list(tiny_data["manifests"]), "processed": list(tiny_data["processed"]),
+            "root": tmp_path}  # fmt: skip
 
 
-def copy_workflow(dest: Path) -> Path:
-    """The workflow's files (not data or results) copied into ``dest``, plus small.yaml."""
-    import shutil
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_data, tmp_path_factory) -> dict:
+    """A tiny ViT-GPT2 teacher fine-tuned once per session on :func:`tiny_data` (read-only):
+    ``{'teacher': model folder, 'card': its card}``."""
+    from sidflow.models.teachers import TeacherConfig
+    from sidflow.train.teacher import FinetuneConfig, finetune_teacher
 
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
-    (dest / "small.yaml").write_text(SMALL)
-    return dest
-
-
-def run_snakemake(cwd, *args, timeout: int = 1500):
-    """``python -m snakemake --cores 2 ARGS`` in ``cwd`` (stdout and stderr captured)."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def planned_jobs(out: str) -> dict[str, int]:
-    """Job counts per rule from a dry run's "Job stats" table ({} when nothing to do)."""
-    if "Job stats:" not in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
-    return {r[0]: int(r[1]) for r in rows}
+    out = tmp_path_factory.mktemp("tiny-teacher") / "teacher"
+    cfg = TeacherConfig(tiny={"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8})
+    card = finetune_teacher("vitgpt2", cfg, FinetuneConfig(epochs=2, batch_size=16, lr=2e-3),
+                            tiny_data["manifests"], tiny_data["processed"], out)  # fmt: skip
+    return {"teacher": out, "card": card}
 
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
-    """The shrunken demo run once, locally (``--cores 2``), for every test that needs it."""
+    """The shrunken demo (``tests/configs/small.yaml``) run once, locally (``--cores 2``), for
+    every workflow, rerun, SLURM and DVC test that needs it. Read-only: copy it to change it."""
     work = copy_workflow(tmp_path_factory.mktemp("wf"))
     r = run_snakemake(work, "--configfile", "small.yaml")
     assert r.returncode == 0, r.stderr[-4000:]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from conftest import jpeg_bytes, png_bytes, rgb_array
+from helpers import jpeg_bytes, png_bytes, rgb_array
 from sidflow.audit.metadata import estimate_jpeg_quality, file_metadata, ijg_table, raw_metadata
 from sidflow.audit.shortcut import DETECTOR, fit_audit, join_metadata, run_shortcut_audit
 from sidflow.io import sha256_bytes

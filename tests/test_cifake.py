@@ -12,25 +12,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
+from helpers import CONFIGS
 
-OVERLAY = """
-datasets:
-  cifake:
-    source: {type: local, path: data/downloads/cifake-small.zip}
-teachers:
-  vitgpt2:
-    finetune: {epochs: 1, batch_size: 64, lr: 0.001, max_train_images: 0}
-  blip2:
-    finetune: {epochs: 1, batch_size: 64, lr: 0.0005, max_train_images: 0}
-experiment:
-  name: cifake-ci
-  perturbations: [jpeg75]
-  run_students: [student-kd, student-dual]
-  students:
-    student-kd: {alpha: 0.5, temperature: 2.0, epochs: 2, lr: 0.002, batch_size: 64}
-    student-dual: {alpha: 0.0, object_weight: 0.5, epochs: 2, lr: 0.002, batch_size: 64}
-"""
+pytestmark = pytest.mark.data
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +36,7 @@ def run(tmp_path_factory, request):
             if kind in counts and counts[kind] < 1500 and not info.is_dir():
                 zout.writestr(info.filename, zin.read(info))
                 counts[kind] += 1
-    (work / "ci.yaml").write_text(OVERLAY)
+    shutil.copy(CONFIGS / "cifake-ci.yaml", work / "ci.yaml")
     cmd = [
         sys.executable,
         "-m",

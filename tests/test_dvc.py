@@ -16,24 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, planned_jobs, run_snakemake
+from helpers import CONFIGS, REPO, planned_jobs, run_snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.dvc, pytest.mark.timeout(2400)]
 
-TINY = {
-    "datasets": {"demo": {"source": {"type": "builtin-demo", "n_real": 60, "n_fake": 30,
-                                     "raw_size": 32, "ae_steps": 10, "inject_bad_files": True}}},
-    "experiment": {"perturbations": [],
-                   "students": {"student-kd": {"alpha": 1.0, "epochs": 1},
-                                "student-nokd": {"alpha": 0.0, "epochs": 1}},
-                   "rine": {"rine": {"nproj": 1, "proj_dim": 16, "epochs": 2, "lr_decay_epochs": [1],
-                                     "standardize": True}}},
-    "rine": {"augment": {"views": 1}},
-    "probe": {"backbones": {"effnet-lite0": {"resize": 40, "image_size": 32}},
-              "grid": {"backbones": ["effnet-lite0"], "classifiers": ["logreg"], "transforms": ["none"]}},
-}  # fmt: skip
-TINY_TEACHER = {"tiny": {"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8},
-                "finetune": {"epochs": 1, "batch_size": 32}}  # fmt: skip
+TINY = yaml.safe_load((CONFIGS / "dvc-tiny.yaml").read_text())
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -78,9 +65,9 @@ def repo(tmp_path_factory):
             else shutil.copy(src, work / name)
         )
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-    cfg = merge(cfg, TINY)
+    cfg = merge(cfg, TINY["config"])
     for t in cfg["teachers"].values():
-        t.update(merge(t, TINY_TEACHER))
+        t.update(merge(t, TINY["every_teacher"]))
     (work / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import bomb_png, jpeg_bytes, png_bytes, rgb_array
+from helpers import bomb_png, jpeg_bytes, png_bytes, rgb_array
 from sidflow.data.images import BadImageError, decode_jpeg_array, normalize_image, open_image
 
 

@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import write_images
+from helpers import write_images
 from sidflow.data.manifest import assign_split, build_manifest, label_generator, parse_object_class
 from sidflow.data.preprocess import PreprocessParams, preprocess_generator
 

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from conftest import bomb_png, write_images
+from helpers import bomb_png, write_images
 from sidflow.data import preprocess as pp
 from sidflow.data.preprocess import PreprocessParams, part_files, preprocess_generator
 from sidflow.io import read_json

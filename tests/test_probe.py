@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import jpeg_bytes, rgb_array
+from helpers import jpeg_bytes, rgb_array
 from sidflow.io import write_parquet
 from sidflow.probe import plan
 from sidflow.probe.classifiers import CLASSIFIERS, load_model, make_model, save_model
-from sidflow.probe.features import compute_probe_features, load_features
+from sidflow.probe.features import COLUMNS, compute_probe_features, load_features
 from sidflow.probe.grid import cross_matrix, fit_cell, rank_cells
 
 GENS = [("d", "real", 0), ("d", "fa", 1), ("d", "fb", 1)]
@@ -148,6 +148,20 @@ def test_feature_cache_computes_each_image_once(tmp_path, monkeypatch):
     )
 
 
+def test_feature_cache_of_an_empty_manifest(tmp_path):
+    man, proc = make_generator(tmp_path)
+    pd.read_parquet(man).iloc[:0].to_parquet(man)
+    spec = {"arch": "clip", "checkpoint": "tiny", "image_size": 32,
+            "tiny": {"hidden_size": 16, "layers": 1, "heads": 2, "patch_size": 8}}  # fmt: skip
+    out = tmp_path / "f.parquet"
+    assert compute_probe_features(spec, man, proc, [], out, tmp_path / "cache") == {
+        "rows": 0,
+        "computed": 0,
+    }
+    df = pd.read_parquet(out)
+    assert len(df) == 0 and list(df.columns) == [*COLUMNS, "features"]
+
+
 def test_efficientnet_weights_are_the_pretrained_ones():
     pytest.importorskip("efficientnet_lite_pytorch")
     from sidflow.probe.backbones import create_backbone
@@ -215,5 +229,5 @@ def test_offline_backbones_load_from_local_files(tmp_path):
     r50.fc = torch.nn.Identity()
     x = res.prepare(images)
     np.testing.assert_allclose(feats, r50.eval()(x).detach().numpy(), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown backbone arch"):
+    with pytest.raises(ValueError, match="unknown probe backbone 'vgg'; known: clip, dino-resnet50"):
         create_backbone({"arch": "vgg"})

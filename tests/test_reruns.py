@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import planned_jobs, run_snakemake
+from helpers import planned_jobs, run_snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.workflow
 
 PER_GENERATOR = ("preprocess", "label", "metadata", "teacher_cache", "score_teacher",
                  "score_student", "score_rine", "clip_features")  # fmt: skip

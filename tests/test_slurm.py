@@ -8,25 +8,22 @@ root is missing, except in CI (``.ci/run`` installs SLURM).
 
 import os
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import copy_workflow, run_snakemake
+from helpers import CONFIGS, copy_workflow, run_snakemake
 from slurm_cluster import available, jobcomp_records, scontrol_jobs, slurm_cluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 GPU_RULES = {"teacher_finetune", "teacher_cache", "student_distill", "score_student",
              "clip_features", "rine_train"}  # fmt: skip
 # The slurm profile gives GPU steps 4-8 threads; CPU kernels sum in a thread-dependent order,
 # so for a bit-for-bit comparison with the local run every job gets the local run's 1 thread.
 SAME_THREADS = ["--set-threads", "preprocess=1"]
-# Every step runs as a SLURM job (~10 s of submission and start-up each on 2 cores), so the
-# cluster run leaves out the test-time perturbations and the probe grid (their rules are the
-# ones the local run covers); what it does run is compared file by file with the local run.
-LEAN = "experiment: {perturbations: []}\nprobe: {enabled: false}\n"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +44,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
     work = copy_workflow(tmp_path_factory.mktemp("wf-slurm"))
-    (work / "lean.yaml").write_text(LEAN)
+    shutil.copy(CONFIGS / "slurm-lean.yaml", work / "lean.yaml")
     # status checks every second or so instead of the plugin's cluster-friendly 40 s
     r = run_snakemake(work, "--configfile", "small.yaml", "lean.yaml", "--profile", "profiles/slurm",
                       "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",

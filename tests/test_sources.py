@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from conftest import write_images
+from helpers import write_images
 from sidflow.data.sources import ChecksumError, download_url, fetch_generator
 
 ROW = {"generator": "fake-a", "source_subdir": "train/FAKE"}

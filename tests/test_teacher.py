@@ -1,10 +1,15 @@
 """Captioning teacher: registry, loss goes down, caption scoring is a valid distribution."""
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from sidflow.cache.store import ChunkStore, cached_rows
 from sidflow.models import TEACHERS, TeacherConfig, create_teacher, load_teacher
 from sidflow.models.vitgpt2 import build_word_tokenizer
+from sidflow.tables import float_list, list_width
 
 CFG = TeacherConfig(tiny={"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8})
 
@@ -118,3 +123,84 @@ def test_blip2_lora_step_lowers_loss_and_touches_only_adapters():
         if n not in trainable and not torch.equal(before[n], p)
     ]
     assert frozen_changed == []
+
+
+# -- the cached-feature step behind every cache (sidflow.cache.store.cached_rows)
+
+ROW_SCHEMA = pa.schema([("image_id", pa.string()), ("x", pa.float32())])
+
+
+def _manifest(ids, **cols) -> pd.DataFrame:
+    return pd.DataFrame({"image_id": list(ids), **cols})
+
+
+def _square(calls: list):
+    """A compute that records the ids it is given and stores x = int(id) ** 2."""
+
+    def compute(rows: pd.DataFrame) -> pd.DataFrame:
+        calls.append(list(rows["image_id"]))
+        return pd.DataFrame({"image_id": rows["image_id"].to_numpy(),
+                             "x": [float(int(i) ** 2) for i in rows["image_id"]]})  # fmt: skip
+
+    return compute
+
+
+def _boom(rows):
+    raise AssertionError("computed although every row is stored")
+
+
+def test_cached_rows_of_an_empty_manifest_is_an_empty_table(tmp_path):
+    store = ChunkStore(tmp_path / "store")
+    out, computed = cached_rows(store, _manifest([]), _boom, ROW_SCHEMA, 4)
+    assert computed == 0 and len(out) == 0 and list(out.columns) == ["image_id", "x"]
+    # a width known only from the rows: the schema function also gets an empty frame
+    vec = lambda r: pa.schema([("image_id", pa.string()), ("v", float_list(list_width(r, "v")))])  # noqa: E731
+    out, _ = cached_rows(store, _manifest([], split=[]), _boom, vec, 4)
+    assert list(out.columns) == ["image_id", "split", "v"] and store.chunks() == []
+    pa.Table.from_pandas(out, schema=vec(out), preserve_index=False)  # writable as is
+
+
+def test_cached_rows_computes_only_what_is_missing(tmp_path):
+    store, calls = ChunkStore(tmp_path / "store"), []
+    ids = [f"{i:02d}" for i in range(10)]
+    half, computed = cached_rows(store, _manifest(ids[:5]), _square(calls), ROW_SCHEMA, 2)
+    assert computed == 5 and calls == [ids[0:2], ids[2:4], ids[4:5]] and len(store.chunks()) == 3
+    assert list(half["x"]) == [float(i**2) for i in range(5)]
+    calls.clear()
+    man = _manifest(ids[::-1], label=[i % 2 for i in range(10)])  # manifest order, extra column
+    full, computed = cached_rows(store, man, _square(calls), ROW_SCHEMA, 2)
+    assert computed == 5 and calls == [ids[9:7:-1], ids[7:5:-1], ids[5:4:-1]]
+    assert list(full.columns) == ["image_id", "label", "x"] and list(full["image_id"]) == ids[::-1]
+    assert list(full["x"]) == [float(i**2) for i in range(9, -1, -1)]
+    again, computed = cached_rows(store, man, _boom, ROW_SCHEMA, 2)
+    assert computed == 0 and len(store.chunks()) == 6
+    pd.testing.assert_frame_equal(again, full)
+    assert pq.read_schema(store.chunks()[0]).field("x").type == pa.float32()
+
+
+def test_cached_rows_names_the_store_when_a_row_is_missing(tmp_path):
+    store, calls = ChunkStore(tmp_path / "store"), []
+    lossy = lambda rows: _square(calls)(rows).iloc[:-1]  # noqa: E731  (drops a chunk's last row)
+    with pytest.raises(RuntimeError, match=r"1 of 3 manifest rows missing \(first: 02\)") as err:
+        cached_rows(store, _manifest(["00", "01", "02"]), lossy, ROW_SCHEMA, 8)
+    assert str(store.root) in str(err.value)
+
+
+def test_teacher_cache_of_an_empty_manifest(tmp_path, monkeypatch):
+    import sidflow.cache.teacher_cache as tc
+    from sidflow.io import write_json
+
+    write_json(
+        tmp_path / "teacher" / "card.json", {"teacher": "vitgpt2", "checkpoint_hash": "ab" * 32}
+    )
+    man = tmp_path / "manifests" / "toy" / "real.parquet"
+    man.parent.mkdir(parents=True)
+    pd.DataFrame({"image_id": [], "dataset": [], "generator": [], "split": []}).to_parquet(man)
+    monkeypatch.setattr(tc, "load_teacher", _boom)
+    out = tmp_path / "cache.parquet"
+    s = tc.build_teacher_cache(
+        tmp_path / "teacher", man, tmp_path / "none", out, "{}", tmp_path / "store"
+    )
+    assert s == {"teacher": "vitgpt2", "rows": 0, "computed": 0, "caption_classes": {}}
+    assert pq.read_schema(out).names == tc.cache_schema(8).names and len(pd.read_parquet(out)) == 0
+    assert (tmp_path / "store" / f"vitgpt2-{'ab' * 6}" / "toy" / "real").is_dir()

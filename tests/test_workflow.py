@@ -10,9 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import planned_jobs, run_snakemake
+from helpers import planned_jobs, run_snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,7 @@ def chromium(*args, profile):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.browser
 def test_report_in_a_real_browser(run, tmp_path):
     """The page loads from disk without console errors or network, its numbers are the
     metric files' numbers, and a screenshot is written."""

@@ -34,5 +34,7 @@ rule clip_features:
         chain=view_chain,
         augment=config["rine"]["augment"],
         seed=config["seed"],
+        # append-only stores behind the features (outside what Snakemake owns)
+        cache_root="results/features/.store",
     script:
         "../scripts/clip_features.py"

@@ -14,6 +14,8 @@ rule probe_features:
     params:
         spec=probe_backbone_spec,
         chain=probe_chain,
+        # append-only stores behind the features (outside what Snakemake owns)
+        cache_root="results/cache/probe",
     script:
         "../scripts/probe_features.py"
 

@@ -17,5 +17,7 @@ rule teacher_cache:
     threads: 1
     params:
         preprocess=config["preprocess"],
+        # append-only stores behind the cache (outside what Snakemake owns)
+        cache_root="results/cache/.store",
     script:
         "../scripts/teacher_cache.py"

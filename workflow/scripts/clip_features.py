@@ -11,6 +11,7 @@ build_clip_features(
     manifest=snakemake.input.manifest,
     processed_dir=snakemake.input.processed,
     out_path=snakemake.output[0],
+    cache_root=snakemake.params.cache_root,
     view=snakemake.wildcards.view,
     augment=dict(snakemake.params.augment),
     chain=list(snakemake.params.chain),

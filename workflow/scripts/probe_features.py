@@ -12,5 +12,6 @@ compute_probe_features(
     processed_dir=snakemake.input.processed,
     chain=list(snakemake.params.chain),
     out_path=snakemake.output[0],
+    cache_root=snakemake.params.cache_root,
     teacher_cache=snakemake.input.get("teacher_cache"),
 )

@@ -14,4 +14,5 @@ build_teacher_cache(
     processed_dir=snakemake.input.processed,
     out_path=snakemake.output[0],
     preprocess_tag=json.dumps(dict(snakemake.params.preprocess), sort_keys=True),
+    cache_root=snakemake.params.cache_root,
 )

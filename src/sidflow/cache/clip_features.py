@@ -9,36 +9,38 @@ backbone's content hash in the file's schema metadata. Views:
   augmentation (:mod:`sidflow.data.augment`);
 * a perturbation name: the test split under that chain (robustness evaluation).
 
-Rows are computed into an append-only :class:`~sidflow.cache.store.ChunkStore` keyed by
-the backbone hash and the view's parameters, so added images cost only their rows, a
-killed job keeps its finished chunks, and RINE's training and grids never re-run CLIP.
+Rows are computed into an append-only :class:`~sidflow.cache.store.ChunkStore`
+``<cache_root>/clip-<hash12>/<dataset>/<generator>/<view>-<params10>/`` (the rule passes
+``cache_root``: ``results/features/.store``) keyed by the backbone hash and the view's
+parameters, so added images cost only their rows, a killed job keeps its finished chunks,
+and RINE's training and grids never re-run CLIP (:func:`sidflow.cache.store.cached_rows`).
+
+Run it with ``snakemake results/features/clip/<dataset>/<generator>/<view>.parquet``; tests:
+``python -m pytest -q -p no:cacheprovider tests/test_rine.py -k clip``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 import sidflow
-from sidflow.cache.store import ChunkStore, fill_store
+from sidflow.cache.store import cached_rows, open_store
 from sidflow.data.augment import augmented
 from sidflow.data.images import decode_jpeg_array
-from sidflow.data.loading import load_images
 from sidflow.data.perturb import apply_chain, check_chain
 from sidflow.devices import select_device
 from sidflow.io import read_json, write_parquet
 from sidflow.models.clip import block_cls_tokens, clip_pixels, load_clip
-
-log = logging.getLogger(__name__)
+from sidflow.tables import token_schema as tokens_schema
 
 
 def view_splits(view: str) -> tuple[str, ...]:
@@ -49,17 +51,16 @@ def view_splits(view: str) -> tuple[str, ...]:
     return ("test",)
 
 
-def tokens_schema(n_blocks: int, dim: int, backbone_hash: str) -> pa.Schema:
-    meta = {"n_blocks": str(n_blocks), "dim": str(dim), "backbone_hash": backbone_hash}
-    return pa.schema(
-        [
-            ("image_id", pa.string()),
-            ("tokens", pa.list_(pa.float32(), n_blocks * dim)),
-            ("view", pa.string()),
-            ("code_version", pa.string()),
-        ],
-        metadata=meta,
-    )
+def view_key(view: str, augment: dict | None, chain: list | None, seed: int) -> str:
+    """``<view>-<hash10 of its parameters>``: the view's store folder (a perturbation view
+    must carry a valid chain)."""
+    if view != "none" and not view.startswith("aug"):
+        if not chain:
+            raise ValueError(f"view {view!r} is a perturbation and needs its chain")
+        check_chain(chain)
+    params = json.dumps({"view": view, "augment": augment, "chain": chain, "seed": seed},
+                        sort_keys=True)  # fmt: skip
+    return f"{view}-{hashlib.sha256(params.encode()).hexdigest()[:10]}"
 
 
 def _view_images(images: pd.DataFrame, view: str, augment: dict, chain, seed: int) -> np.ndarray:
@@ -76,73 +77,41 @@ def _view_images(images: pd.DataFrame, view: str, augment: dict, chain, seed: in
 
 def build_clip_features(
     backbone_dir: str | Path, manifest: str | Path, processed_dir: str | Path, out_path: str | Path,
-    view: str = "none", augment: dict | None = None, chain: list | None = None, seed: int = 0,
-    cache_root: str | Path = "results/features", batch_size: int = 64, chunk_rows: int = 2048,
-    device: str = "auto",
+    cache_root: str | Path, view: str = "none", augment: dict | None = None, chain: list | None = None,
+    seed: int = 0, batch_size: int = 64, chunk_rows: int = 2048, device: str = "auto",
 ) -> dict:  # fmt: skip
-    """Run the clip_features step for one (dataset, generator, view)."""
-    if view != "none" and not view.startswith("aug"):
-        if not chain:
-            raise ValueError(f"view {view!r} is a perturbation and needs its chain")
-        check_chain(chain)
+    """Run the clip_features step for one (dataset, generator, view); ``cache_root``: the
+    folder of the stores (the rule's ``params.cache_root``)."""
+    key = view_key(view, augment, chain, seed)
     card = read_json(Path(backbone_dir) / "card.json")
-    bhash = card["checkpoint_hash"]
-    full = pd.read_parquet(manifest)
-    dataset, generator = (
-        (full["dataset"].iloc[0], full["generator"].iloc[0])
-        if len(full)
-        else (Path(manifest).parent.name, Path(manifest).stem)
-    )
+    full, store = open_store(manifest, cache_root, f"clip-{card['checkpoint_hash'][:12]}", key)
     man = full[full["split"].isin(view_splits(view))]
-    params = json.dumps(
-        {"view": view, "augment": augment, "chain": chain, "seed": seed}, sort_keys=True
-    )
-    key = hashlib.sha256(params.encode()).hexdigest()[:10]
-    store = ChunkStore(
-        Path(cache_root) / ".store" / f"clip-{bhash[:12]}" / dataset / generator / f"{view}-{key}"
-    )
-    have = store.done_ids()
-    todo = man[~man["image_id"].isin(have)]
-    log.info(
-        "clip %s/%s view %s: %d rows cached, %d to compute",
-        dataset,
-        generator,
-        view,
-        len(have),
-        len(todo),
-    )
-    n_blocks, dim = card["n_blocks"], card["dim"]
-    schema = tokens_schema(n_blocks, dim, bhash)
-    if len(todo):
-        dev = select_device(device)
-        model, cfg = load_clip(backbone_dir)
-        model.to(dev)
-        images = load_images([todo], [processed_dir])
 
-        def compute(chunk: pd.DataFrame) -> pd.DataFrame:
-            arr = _view_images(chunk, view, augment or {}, chain, seed)
-            toks = []
-            for lo in range(0, len(arr), batch_size):
-                x = clip_pixels(arr[lo : lo + batch_size], cfg.image_size).to(dev)
-                toks.append(block_cls_tokens(model, x).cpu().numpy().reshape(len(x), -1))
-            flat = np.concatenate(toks).astype(np.float32)
-            return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
-                                 "view": view, "code_version": sidflow.__version__})  # fmt: skip
+    @functools.cache
+    def clip():  # loaded only when a row is missing
+        dev, (model, cfg) = select_device(device), load_clip(backbone_dir)
+        return model.to(dev), cfg.image_size, dev
 
-        fill_store(store, images, compute, schema, chunk_rows, log)
-    done = store.read() if len(man) else None
-    if done is None:
-        out = pd.DataFrame(
-            {"image_id": pd.Series([], dtype=str), "tokens": [], "view": [], "code_version": []}
-        )
-    else:
-        out = man[["image_id"]].merge(done, on="image_id", how="left", validate="one_to_one")
-        if out["tokens"].isna().any():
-            raise RuntimeError(
-                f"{out_path}: {int(out['tokens'].isna().sum())} rows missing from the store"
-            )
-    write_parquet(out_path, pa.Table.from_pandas(out, schema=schema, preserve_index=False))
-    return {"rows": int(len(out)), "computed": int(len(todo)), "view": view}
+    def compute(chunk: pd.DataFrame) -> pd.DataFrame:
+        arr = _view_images(chunk, view, augment or {}, chain, seed)
+        flat = _tokens(*clip(), arr, batch_size)
+        return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
+                             "view": view, "code_version": sidflow.__version__})  # fmt: skip
+
+    schema = tokens_schema(card["n_blocks"], card["dim"], card["checkpoint_hash"])
+    out, computed = cached_rows(
+        store, man[["image_id"]], compute, schema, chunk_rows, processed_dir
+    )
+    write_parquet(out_path, out, schema)
+    return {"rows": int(len(out)), "computed": computed, "view": view}
+
+
+def _tokens(model, image_size: int, dev, arr: np.ndarray, batch_size: int) -> np.ndarray:
+    toks = []
+    for lo in range(0, len(arr), batch_size):
+        x = clip_pixels(arr[lo : lo + batch_size], image_size).to(dev)
+        toks.append(block_cls_tokens(model, x).cpu().numpy().reshape(len(x), -1))
+    return np.concatenate(toks).astype(np.float32)
 
 
 def read_tokens(paths: list[str | Path]) -> tuple[pd.Series, np.ndarray]:

@@ -7,14 +7,19 @@ manifest row: ``image_id``, ``logit_real``, ``logit_fake``, ``p_fake``,
 checkpoint), ``preprocess`` and ``code_version``.
 
 Incremental and resumable: computed rows live in an append-only store
-``results/cache/.store/<teacher>-<hash12>/<dataset>/<generator>/chunk-*.parquet``
-that Snakemake does not own (it deletes a job's outputs before rerunning it).
-Adding images computes only the new rows; a changed teacher has a new hash and
-so a new store; a killed run keeps every finished chunk.
+``<cache_root>/<teacher>-<hash12>/<dataset>/<generator>/chunk-*.parquet`` (the rule passes
+``cache_root``: ``results/cache/.store``) that Snakemake does not own (it deletes a job's
+outputs before rerunning it). Adding images computes only the new rows; a changed teacher
+has a new hash and so a new store; a killed run keeps every finished chunk. The step itself
+is :func:`sidflow.cache.store.cached_rows`.
+
+Run it with ``snakemake results/cache/<teacher>/<dataset>/<generator>.parquet``; tests:
+``python -m pytest -q -p no:cacheprovider tests/test_pipeline_steps.py -k cache``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -23,37 +28,15 @@ import pyarrow as pa
 import torch
 
 import sidflow
-from sidflow.cache.store import ChunkStore, fill_store
-from sidflow.data.loading import load_images, to_tensor
+from sidflow.cache.store import cached_rows, open_store
+from sidflow.data.loading import to_tensor
 from sidflow.devices import autocast, select_device
 from sidflow.io import read_json, write_parquet
 from sidflow.models.teachers import load_teacher
+from sidflow.tables import list_width
+from sidflow.tables import teacher_cache_schema as cache_schema
 
 log = logging.getLogger(__name__)
-
-
-def cache_schema(dim: int) -> pa.Schema:
-    return pa.schema(
-        [
-            ("image_id", pa.string()),
-            ("logit_real", pa.float32()),
-            ("logit_fake", pa.float32()),
-            ("p_fake", pa.float32()),
-            ("caption", pa.string()),
-            ("caption_class", pa.string()),
-            ("embedding", pa.list_(pa.float32(), dim)),
-            ("teacher", pa.string()),
-            ("teacher_hash", pa.string()),
-            ("preprocess", pa.string()),
-            ("code_version", pa.string()),
-        ]
-    )
-
-
-def store_dir(
-    cache_root: Path, teacher: str, teacher_hash: str, dataset: str, generator: str
-) -> Path:
-    return Path(cache_root) / ".store" / f"{teacher}-{teacher_hash[:12]}" / dataset / generator
 
 
 def build_teacher_cache(
@@ -62,66 +45,45 @@ def build_teacher_cache(
     processed_dir: str | Path,
     out_path: str | Path,
     preprocess_tag: str,
-    cache_root: str | Path = "results/cache",
+    cache_root: str | Path,
     batch_size: int = 128,
     chunk_rows: int = 4096,
     device: str = "auto",
 ) -> dict:
-    """Run the teacher_cache step for one (teacher, dataset, generator)."""
+    """Run the teacher_cache step for one (teacher, dataset, generator); ``cache_root``: the
+    folder of the stores (the rule's ``params.cache_root``)."""
     card = read_json(Path(teacher_dir) / "card.json")
-    teacher_name, teacher_hash = card["teacher"], card["checkpoint_hash"]
-    man = pd.read_parquet(manifest)
-    dataset, generator = man["dataset"].iloc[0], man["generator"].iloc[0]
-    store = ChunkStore(store_dir(Path(cache_root), teacher_name, teacher_hash, dataset, generator))
-    have = store.done_ids()
-    todo_ids = [i for i in man["image_id"] if i not in have]
-    log.info(
-        "%s on %s/%s: %d rows cached, %d to compute",
-        teacher_name,
-        dataset,
-        generator,
-        len(have),
-        len(todo_ids),
+    name, thash = card["teacher"], card["checkpoint_hash"]
+    man, store = open_store(manifest, cache_root, f"{name}-{thash[:12]}")
+    tags = {"teacher": name, "teacher_hash": thash, "preprocess": preprocess_tag,
+            "code_version": sidflow.__version__}  # fmt: skip
+
+    @functools.cache
+    def teacher():  # loaded only when a row is missing
+        dev, model = select_device(device), load_teacher(teacher_dir)
+        model.model.to(dev).eval()
+        return model, dev
+
+    def compute(rows: pd.DataFrame) -> pd.DataFrame:
+        return _score_rows(*teacher(), rows, batch_size).assign(**tags)
+
+    out, computed = cached_rows(
+        store, man[["image_id"]], compute, _schema_of, chunk_rows, processed_dir
     )
-    if todo_ids:
-        dev = select_device(device)
-        teacher = load_teacher(teacher_dir)
-        teacher.model.to(dev).eval()
-        images = load_images([man[man["image_id"].isin(set(todo_ids))]], [processed_dir])
-
-        def compute(chunk: pd.DataFrame) -> pd.DataFrame:
-            rows = _score_rows(teacher, chunk, batch_size, dev)
-            return rows.assign(teacher=teacher_name, teacher_hash=teacher_hash, preprocess=preprocess_tag,
-                               code_version=sidflow.__version__)  # fmt: skip
-
-        fill_store(store, images, compute, _schema_of, chunk_rows, log)
-    done = store.read()
-    out = man[["image_id"]].merge(done, on="image_id", how="left", validate="one_to_one")
-    if out["p_fake"].isna().any():
-        raise RuntimeError(
-            f"{out_path}: {int(out['p_fake'].isna().sum())} manifest rows missing from the cache"
-        )
     write_parquet(out_path, out, _schema_of(out))
     counts = out["caption_class"].value_counts().to_dict()
-    summary = {
-        "teacher": teacher_name,
-        "rows": int(len(out)),
-        "computed": len(todo_ids),
-        "caption_classes": counts,
-    }
     if counts.get("other"):
-        log.warning(
-            "%s: %d greedy captions name neither class (kept as 'other')", out_path, counts["other"]
-        )
-    return summary
+        msg = "%s: %d greedy captions name neither class (kept as 'other')"
+        log.warning(msg, out_path, counts["other"])
+    return {"teacher": name, "rows": int(len(out)), "computed": computed, "caption_classes": counts}
 
 
 def _schema_of(rows: pd.DataFrame) -> pa.Schema:
-    return cache_schema(len(rows["embedding"].iloc[0]))
+    return cache_schema(list_width(rows, "embedding"))
 
 
 @torch.no_grad()
-def _score_rows(teacher, images: pd.DataFrame, batch_size: int, device) -> pd.DataFrame:
+def _score_rows(teacher, device, images: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     out = []
     for lo in range(0, len(images), batch_size):
         part = images.iloc[lo : lo + batch_size]

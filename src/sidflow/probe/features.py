@@ -1,12 +1,17 @@
 """Probe feature cache: one row per (backbone, transform, image), computed once.
 
 Rule ``probe_features`` writes ``results/features/probe/<backbone>/<transform>/<dataset>/
-<generator>.parquet`` (``image_id``, ``split``, ``label``, ``features`` float32 list) for every
-split. Rows live in an append-only :class:`~sidflow.cache.store.ChunkStore` keyed by the
-backbone's identity (weights hash + input preparation) and the transform chain, so a second
-run, a new classifier or a new reduction never recomputes a feature, and added images cost only
-their rows. A teacher's clean-image embedding is read from the teacher cache, not recomputed.
-Concatenated backbones are joined from their parts' files at fit time (:func:`load_features`).
+<generator>.parquet`` (``image_id``, ``split``, ``label``, ``dataset``, ``generator``,
+``features`` float32 list) for every split. Rows live in an append-only
+:class:`~sidflow.cache.store.ChunkStore` ``<cache_root>/<key16>/<dataset>/<generator>/`` (the
+rule passes ``cache_root``: ``results/cache/probe``) keyed by the backbone's identity (weights
+hash + input preparation) and the transform chain, so a second run, a new classifier or a new
+reduction never recomputes a feature, and added images cost only their rows
+(:func:`sidflow.cache.store.cached_rows`). A teacher's clean-image embedding is read from the
+teacher cache, not recomputed. Concatenated backbones are joined from their parts' files at fit
+time (:func:`load_features`).
+
+Tests: ``python -m pytest -q -p no:cacheprovider tests/test_probe.py -k feature``.
 """
 
 from __future__ import annotations
@@ -18,40 +23,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from sidflow.cache.store import ChunkStore, fill_store
-from sidflow.data.loading import load_images
+from sidflow.cache.store import cached_rows, join_rows, open_store
 from sidflow.data.perturb import check_chain, perturbed_arrays
 from sidflow.io import write_parquet
+from sidflow.tables import feature_schema, list_width
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["image_id", "split", "label", "dataset", "generator"]
 
 
-def features_schema(dim: int) -> pa.Schema:
-    return pa.schema([("image_id", pa.string()), ("features", pa.list_(pa.float32(), dim))])
-
-
 def store_key(identity: str, chain: list) -> str:
     blob = json.dumps({"backbone": identity, "chain": chain}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _write(out_path, man: pd.DataFrame, feats: pd.DataFrame) -> None:
-    out = man[COLUMNS].merge(
-        feats[["image_id", "features"]], on="image_id", how="left", validate="one_to_one"
-    )
-    if out["features"].isna().any():
-        raise RuntimeError(
-            f"{out_path}: {int(out['features'].isna().sum())} images have no features"
-        )
-    dim = len(out["features"].iloc[0])
-    schema = pa.schema([("image_id", pa.string()), ("split", pa.string()), ("label", pa.int64()),
-                        ("dataset", pa.string()), ("generator", pa.string()),
-                        ("features", pa.list_(pa.float32(), dim))])  # fmt: skip
-    write_parquet(out_path, out.assign(label=out["label"].astype("int64")), schema)
 
 
 def compute_probe_features(
@@ -60,53 +45,46 @@ def compute_probe_features(
     processed_dir: str | Path,
     chain: list,
     out_path: str | Path,
-    cache_root: str | Path = "results/cache/probe",
+    cache_root: str | Path,
     teacher_cache: str | Path | None = None,
     batch_size: int = 64,
     chunk_rows: int = 4096,
     device: str = "auto",
 ) -> dict:
-    """Run the probe_features step for one (backbone, transform, dataset, generator)."""
+    """Run the probe_features step for one (backbone, transform, dataset, generator);
+    ``cache_root``: the folder of the stores (the rule's ``params.cache_root``)."""
     check_chain(chain)
-    man = pd.read_parquet(manifest)
     if spec["arch"] == "teacher" and not chain and teacher_cache is not None:
         cached = pd.read_parquet(teacher_cache, columns=["image_id", "embedding"])
-        _write(out_path, man, cached.rename(columns={"embedding": "features"}))
+        man = pd.read_parquet(manifest)[COLUMNS]
+        feats = cached.rename(columns={"embedding": "features"})
+        _write(out_path, join_rows(man, feats, teacher_cache))
         log.info("%s: %d teacher embeddings read from %s", out_path, len(man), teacher_cache)
         return {"rows": len(man), "computed": 0, "source": str(teacher_cache)}
 
     from sidflow.probe.backbones import create_backbone
 
     backbone = create_backbone(spec, device)
-    dataset, generator = man["dataset"].iloc[0], man["generator"].iloc[0]
-    store = ChunkStore(Path(cache_root) / store_key(backbone.identity, chain) / dataset / generator)
-    have = store.done_ids()
-    todo = man[~man["image_id"].isin(have)]
-    log.info(
-        "%s on %s/%s: %d rows cached, %d to compute",
-        spec["arch"],
-        dataset,
-        generator,
-        len(have),
-        len(todo),
+    man, store = open_store(manifest, cache_root, store_key(backbone.identity, chain))
+
+    def compute(rows: pd.DataFrame) -> pd.DataFrame:
+        feats = backbone.embed(perturbed_arrays(rows["jpeg"].tolist(), chain), batch_size)
+        return pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "features": list(feats)})
+
+    out, computed = cached_rows(
+        store, man[COLUMNS], compute, _chunk_schema, chunk_rows, processed_dir
     )
-    if len(todo):
-        images = load_images([todo], [processed_dir])
+    _write(out_path, out)
+    return {"rows": len(man), "computed": computed}
 
-        def compute(rows: pd.DataFrame) -> pd.DataFrame:
-            feats = backbone.embed(perturbed_arrays(rows["jpeg"].tolist(), chain), batch_size)
-            return pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "features": list(feats)})
 
-        fill_store(
-            store,
-            images,
-            compute,
-            lambda r: features_schema(len(r["features"].iloc[0])),
-            chunk_rows,
-            log,
-        )
-    _write(out_path, man, store.read())
-    return {"rows": len(man), "computed": len(todo)}
+def _chunk_schema(rows: pd.DataFrame):
+    return feature_schema(list_width(rows, "features"))
+
+
+def _write(out_path: str | Path, out: pd.DataFrame) -> None:
+    schema = feature_schema(list_width(out, "features"), rows=True)
+    write_parquet(out_path, out.assign(label=out["label"].astype("int64")), schema)
 
 
 def load_features(paths_by_part: list[list[str | Path]]) -> tuple[pd.DataFrame, np.ndarray]:
