@@ -11,11 +11,13 @@ from sidflow.config import (
     ConfigError,
     Plan,
     check_semantics,
+    config_digest,
     deep_merge,
     load_config,
     load_sheet,
     validate,
 )
+from sidflow.registry import DETECTOR_KINDS, UnknownNameError
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
@@ -116,11 +118,70 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
     assert plan.student_teachers("student-kd") == ["vitgpt2", "blip2"]
     assert plan.student_teachers("student-nokd") == []
     cfg["experiment"]["run_rine"] = []
-    for reserved in ("rine-x", "audit-metadata"):
-        cfg["experiment"]["students"][reserved] = {"alpha": 0.0}
-        with pytest.raises(ConfigError, match="names starting with rine/audit-"):
+    # a student may not take another detector's name (scores and models are stored by name)
+    for taken, kind in (
+        ("rine", "rine"),
+        ("audit-metadata", "audit"),
+        ("teacher-blip2", "teacher"),
+    ):
+        cfg["experiment"]["students"][taken] = {"alpha": 0.0}
+        with pytest.raises(ConfigError, match=f"{taken!r} is both a ") as err:
             check_semantics(cfg, load_sheet(cfg["generators_sheet"]))
-        del cfg["experiment"]["students"][reserved]
+        assert {"student", kind} <= set(str(err.value).split())
+        del cfg["experiment"]["students"][taken]
+
+
+def test_plan_knows_every_detectors_kind(cfg):
+    """Kinds are data of the plan, never parsed from a name; names and order stay."""
+    validate(cfg, SCHEMA)
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+    expected = {
+        "teacher-vitgpt2": "teacher",
+        "teacher-blip2": "teacher",
+        "student-kd": "student",
+        "student-nokd": "student",
+        "rine": "rine",
+        "audit-metadata": "audit",
+    }
+    assert {n: k.name for n, k in plan.detector_kinds().items()} == expected
+    assert list(plan.detector_kinds()) == plan.detectors()
+    for name, kind in expected.items():
+        assert plan.detector_kind(name) is DETECTOR_KINDS.get(kind)
+    assert plan.detector("teacher-blip2").source == "blip2"
+    assert plan.detectors_of("student") == plan.students() == ["student-kd", "student-nokd"]
+    assert plan.detectors_of("teacher", "rine") == ["teacher-vitgpt2", "teacher-blip2", "rine"]
+    assert plan.trained() == ["student-kd", "student-nokd", "rine"]
+    cells = plan.detectors_of("probe")
+    assert cells and all(plan.detector_kind(c).name == "probe" for c in cells)
+    # the same names the probe grid writes into its scores
+    from sidflow.probe.grid import cell_name
+    from sidflow.probe.plan import cells as grid_cells
+
+    assert cells == [f"probe:{cell_name(*c)}" for c in grid_cells(cfg["probe"])]
+    assert {plan.detector_kind(n).name for n in plan.detectors() + cells} == set(
+        DETECTOR_KINDS.names()
+    )
+    assert not plan.detector_kind("audit-metadata").ranked
+    assert plan.detector_kind("student-kd").model_card == "student.json"
+    # a student whose name looks like another kind's is still a student
+    cfg["experiment"]["students"]["rine-like"] = {"alpha": 0.0}
+    check_semantics(cfg, load_sheet(cfg["generators_sheet"]))
+    assert plan.detector_kind("rine-like").name == "student"
+    # defined but not run: still known (a probe backbone may read its model), not scored
+    cfg["experiment"]["run_students"] = ["student-kd"]
+    assert plan.detector_kind("student-nokd").name == "student"
+    assert "student-nokd" not in plan.detectors() and "student-nokd" in plan.defined("student")
+    with pytest.raises(UnknownNameError, match="unknown detector 'nobody'"):
+        plan.detector_kind("nobody")
+    with pytest.raises(UnknownNameError, match="unknown detector kind"):
+        plan.detectors_of("teachers")
+
+
+def test_config_digest_is_canonical():
+    a = {"x": 1, "y": {"b": [1, 2], "a": "s"}}
+    b = {"y": {"a": "s", "b": [1, 2]}, "x": 1}
+    assert config_digest(a) == config_digest(b) and len(config_digest(a)) == 64
+    assert config_digest(a) != config_digest({**a, "x": 2})
 
 
 def test_snakemake_rejects_bad_config_at_start(repo, tmp_path):
@@ -148,7 +209,7 @@ def test_snakemake_dry_run_and_lint_are_clean(repo):
 
 
 def test_probe_grid_overlay_expands_to_one_job_per_cell(repo):
-    from conftest import planned_jobs
+    from helpers import planned_jobs
 
     r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "--configfile",
                         "experiments/probe-grid.yaml"], cwd=repo, capture_output=True, text=True,

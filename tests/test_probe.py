@@ -229,5 +229,7 @@ def test_offline_backbones_load_from_local_files(tmp_path):
     r50.fc = torch.nn.Identity()
     x = res.prepare(images)
     np.testing.assert_allclose(feats, r50.eval()(x).detach().numpy(), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown probe backbone 'vgg'; known: clip, dino-resnet50"):
+    with pytest.raises(
+        ValueError, match="unknown probe backbone 'vgg'; known: clip, dino-resnet50"
+    ):
         create_backbone({"arch": "vgg"})

@@ -10,6 +10,9 @@ same checks (and the derived lists the rules need) to Python callers and tests::
 from __future__ import annotations
 
 import copy
+import hashlib
+import itertools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +21,15 @@ import jsonschema
 import pandas as pd
 import yaml
 
+from sidflow.registry import DETECTOR_KINDS, DetectorKind, UnknownNameError
+
 SCHEMA_DIR = Path("workflow/schemas")
 
-
+# Detector names (in scores, metrics and output paths). Which kind a name is comes from
+# Plan.detector_kind, never from the name itself.
 AUDIT_DETECTOR = "audit-metadata"  # the shortcut audit's scores, beside the real detectors
+TEACHER_DETECTOR = "teacher-{teacher}"  # a teacher scored from its cache
+PROBE_DETECTOR = "probe:{backbone}/{reduction}/{classifier}/{transform}"  # a probe-grid cell
 
 
 class ConfigError(ValueError):
@@ -100,10 +108,12 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
             raise ConfigError(
                 f"perturbations: {name!r} is reserved (clean images / RINE training views)"
             )
-    for name in exp.get("students", {}):
-        if name.startswith(("rine", "audit-")):
+    kinds: dict[str, str] = {}
+    for name, kind, _ in defined_detectors(cfg):
+        if kinds.setdefault(name, kind) != kind:
             raise ConfigError(
-                f"experiment.students: {name!r}: names starting with rine/audit- are RINE's/the audit's"
+                f"detector name {name!r} is both a {kinds[name]} and a {kind} "
+                "(scores and models are stored by detector name)"
             )
     for name in exp.get("perturbations") or []:
         if name == "none" or name not in cfg.get("perturbations", {}):
@@ -144,6 +154,48 @@ def load_config(
     validate(cfg, schema_dir / "config.schema.yaml")
     check_semantics(cfg, load_sheet(cfg["generators_sheet"], schema_dir))
     return cfg
+
+
+def config_digest(obj) -> str:
+    """SHA-256 of ``obj`` as canonical JSON: a small stand-in for a config part that a rule
+    renders (a ``params:`` value that changes exactly when that part does)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def probe_cells(cfg: dict) -> list[tuple[str, str, str, str]]:
+    """(backbone, reduction, classifier, transform) of every probe-grid cell (none if disabled)."""
+    probe = cfg.get("probe") or {}
+    if not probe.get("enabled"):
+        return []
+    g = probe.get("grid") or {}
+    axes = ("backbones", "reductions", "classifiers", "transforms")
+    return list(itertools.product(*(g.get(a, []) for a in axes)))
+
+
+def defined_detectors(cfg: dict) -> list[tuple[str, str, str]]:
+    """(name, kind, config entry) of every detector the config defines, whether this run
+    scores it or not: teachers, student and RINE variants, the metadata audit, probe cells."""
+    exp = cfg["experiment"]
+    out = [(TEACHER_DETECTOR.format(teacher=t), "teacher", t) for t in cfg.get("teachers", {})]
+    out += [(s, "student", s) for s in exp.get("students") or {}]
+    out += [(r, "rine", r) for r in exp.get("rine") or {}]
+    out.append((AUDIT_DETECTOR, "audit", "shortcut_audit"))
+    for b, r, c, t in probe_cells(cfg):
+        name = PROBE_DETECTOR.format(backbone=b, reduction=r, classifier=c, transform=t)
+        out.append((name, "probe", f"{b}/{r}/{c}/{t}"))
+    return out
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A detector name with its kind and the config entry it comes from (the teacher's
+    name for a teacher, the variant's name for a student or RINE detector, the cell for a
+    probe cell)."""
+
+    name: str
+    kind: DetectorKind
+    source: str
 
 
 @dataclass
@@ -197,16 +249,54 @@ class Plan:
 
     def trained(self) -> list[str]:
         """Detectors scored from images (students and RINE): the ones perturbations apply to."""
-        return self.students() + self.rines()
+        return [n for n, k in self.detector_kinds().items() if k.scored_from == "images"]
 
     def rine_views(self) -> list[str]:
         """Cached CLIP views of the training images: ``aug1..augK``, or ``none`` if K = 0."""
         k = self.cfg.get("rine", {}).get("augment", {}).get("views", 2)
         return [f"aug{i}" for i in range(1, k + 1)] or ["none"]
 
+    # -- detectors and their kinds -----------------------------------------------------------
+    def teacher_detector(self, teacher: str) -> str:
+        """The detector name of ``teacher``'s scores (``teacher-<name>``)."""
+        return TEACHER_DETECTOR.format(teacher=teacher)
+
+    def detector_kinds(self) -> dict[str, DetectorKind]:
+        """Every detector the evaluate step scores, in order (teachers, students, RINE, the
+        metadata audit if enabled), with its kind."""
+        kinds = [(self.teacher_detector(t), "teacher") for t in self.experiment.get("teachers", [])]
+        kinds += [(s, "student") for s in self.students()]
+        kinds += [(r, "rine") for r in self.rines()]
+        if self.experiment.get("shortcut_audit", True):
+            kinds.append((AUDIT_DETECTOR, "audit"))
+        return {name: DETECTOR_KINDS.get(kind) for name, kind in kinds}
+
     def detectors(self) -> list[str]:
         """Every scored detector: teachers, trained ones, and the metadata audit if enabled."""
-        audit = [AUDIT_DETECTOR] if self.experiment.get("shortcut_audit", True) else []
-        return (
-            [f"teacher-{t}" for t in self.experiment.get("teachers", [])] + self.trained() + audit
-        )
+        return list(self.detector_kinds())
+
+    def detectors_of(self, *kinds: str) -> list[str]:
+        """This run's detectors of the given kinds, in :meth:`detectors` order; the kind
+        ``probe`` gives the probe grid's cells (scored by the grid, not the evaluate step)."""
+        for kind in kinds:
+            DETECTOR_KINDS.check(kind)
+        names = [n for n, k in self.detector_kinds().items() if k.name in kinds]
+        if "probe" in kinds:
+            names += [n for n, k, _ in defined_detectors(self.cfg) if k == "probe"]
+        return names
+
+    def defined(self, kind: str) -> list[str]:
+        """Every detector of ``kind`` the config defines, run by this experiment or not."""
+        DETECTOR_KINDS.check(kind)
+        return [n for n, k, _ in defined_detectors(self.cfg) if k == kind]
+
+    def detector(self, name: str) -> Detector:
+        """Name, kind and config entry of any detector the config defines."""
+        for n, kind, source in defined_detectors(self.cfg):
+            if n == name:
+                return Detector(n, DETECTOR_KINDS.get(kind), source)
+        raise UnknownNameError("detector", name, [n for n, _, _ in defined_detectors(self.cfg)])
+
+    def detector_kind(self, name: str) -> DetectorKind:
+        """The kind of any detector the config defines (:class:`UnknownNameError` if none)."""
+        return self.detector(name).kind

@@ -111,20 +111,28 @@ class DetectorKind:
     ``scored_from``: ``cache`` (teacher scores read from the teacher cache), ``images``
     (a trained model scores processed images; test-time perturbations apply), ``features``
     (a classifier over cached features) or ``metadata`` (raw-file metadata only).
+    ``model_card``: the JSON file describing a trained model inside its folder ("" if none).
+    ``ranked``: competes with the other detectors (False for a control such as the metadata
+    audit, which the report shows beside the detectors but never ranks among them).
     """
 
     name: str
     scored_from: str
     trained_in_experiment: bool
     description: str
+    model_card: str = ""
+    ranked: bool = True
 
 
 DETECTOR_KINDS = Registry("detector kind")
+# fmt: off
 for _kind in (
-    DetectorKind("teacher", "cache", False, "captioning teacher, class-caption likelihood"),
-    DetectorKind("student", "images", True, "distilled (or no-KD) student network"),
-    DetectorKind("rine", "images", True, "RINE head over cached CLIP block tokens"),
-    DetectorKind("probe", "features", True, "frozen backbone + classical classifier cell"),
-    DetectorKind("audit", "metadata", True, "shortcut audit: raw-file metadata classifier"),
+    #            name       scored_from trained description, model_card
+    DetectorKind("teacher", "cache",    False, "captioning teacher, class-caption likelihood", "card.json"),
+    DetectorKind("student", "images",   True,  "distilled (or no-KD) student network", "student.json"),
+    DetectorKind("rine",    "images",   True,  "RINE head over cached CLIP block tokens", "card.json"),
+    DetectorKind("probe",   "features", True,  "frozen backbone + classical classifier cell", "cell.json"),
+    DetectorKind("audit",   "metadata", True,  "shortcut audit: raw-file metadata classifier", ranked=False),
 ):
     DETECTOR_KINDS.register(_kind.name, _kind)
+# fmt: on

@@ -1,9 +1,16 @@
 # Shared helpers: the plan derived from the validated config, wildcard
 # constraints, and the input functions the rules use (no lambdas in rules).
 
+import re
 from pathlib import Path
 
-from sidflow.config import Plan, check_semantics, load_sheet
+from sidflow.config import (
+    AUDIT_DETECTOR,
+    Plan,
+    check_semantics,
+    config_digest,
+    load_sheet,
+)
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
 from sidflow.probe.plan import check_probe
 from sidflow.probe.plan import cells as probe_cells
@@ -31,6 +38,11 @@ if config["watch_raw"] and workflow.is_main_process:
 NAME = "[a-z0-9][a-z0-9._-]{0,63}"
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (none: matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 wildcard_constraints:
     dataset=NAME,
     generator=NAME,
@@ -42,8 +54,9 @@ wildcard_constraints:
     reduction=NAME,
     classifier=NAME,
     transform=NAME,
-    student=f"(?!teacher-|rine|audit-){NAME}",
-    rine="rine[a-z0-9._-]{0,59}",
+    # which rule trains or scores a detector follows from its kind in the plan
+    student=one_of(PLAN.defined("student")),
+    rine=one_of(PLAN.defined("rine")),
 
 
 def key_paths(pattern, keys):
@@ -98,12 +111,24 @@ def student_processed(wildcards):
     return key_paths("data/processed/{dataset}/{generator}", PLAN.train_keys())
 
 
-def student_caches(wildcards):
-    return [
-        f"results/cache/{t}/{d}/{g}.parquet"
+def student_cache_paths(wildcards):
+    """Per teacher the student distils from: its cache files of the training generators."""
+    return {
+        t: key_paths(
+            f"results/cache/{t}/{{dataset}}/{{generator}}.parquet", PLAN.train_keys()
+        )
         for t in PLAN.student_teachers(wildcards.student)
-        for d, g in (k.split("/") for k in PLAN.train_keys())
-    ]
+    }
+
+
+def student_inputs(wildcards):
+    return {
+        "manifests": student_manifests(wildcards),
+        "processed": student_processed(wildcards),
+        "caches": [
+            p for paths in student_cache_paths(wildcards).values() for p in paths
+        ],
+    }
 
 
 def student_settings(wildcards):
@@ -118,12 +143,18 @@ def view_chain(wildcards):
     return config["perturbations"][wildcards.view]
 
 
-def rine_train_features(wildcards):
-    return [
-        f"results/features/clip/{key}/{view}.parquet"
+def rine_view_features(wildcards):
+    """Per cached view of the training images: its feature files, one per training generator."""
+    return {
+        view: [
+            f"results/features/clip/{key}/{view}.parquet" for key in PLAN.train_keys()
+        ]
         for view in PLAN.rine_views()
-        for key in PLAN.train_keys()
-    ]
+    }
+
+
+def rine_train_features(wildcards):
+    return [p for paths in rine_view_features(wildcards).values() for p in paths]
 
 
 def rine_val_features(wildcards):
@@ -159,10 +190,14 @@ def audit_metadata(wildcards):
 
 
 def audit_score_paths():
-    return key_paths(
-        "results/{{experiment}}/scores/audit-metadata/{dataset}/{generator}/none.parquet",
-        scored_keys(),
-    )
+    return [
+        f"results/{{experiment}}/scores/{AUDIT_DETECTOR}/{key}/none.parquet"
+        for key in scored_keys()
+    ]
+
+
+def teacher_detector(wildcards):
+    return PLAN.teacher_detector(wildcards.teacher)
 
 
 def gradcam_scores(wildcards):
@@ -170,18 +205,6 @@ def gradcam_scores(wildcards):
         f"results/{wildcards.experiment}/scores/{wildcards.student}/{key}/none.parquet"
         for key in scored_keys()
     ]
-
-
-def report_gradcam(wildcards):
-    if not config["gradcam"]["enabled"]:
-        return []
-    return [f"results/{wildcards.experiment}/gradcam/{s}" for s in PLAN.students()]
-
-
-def report_audit(wildcards):
-    if not config["experiment"]["shortcut_audit"]:
-        return []
-    return [f"results/{wildcards.experiment}/audit/shortcut.json"]
 
 
 def perturbation_chain(wildcards):
@@ -198,12 +221,84 @@ def report_manifests(wildcards):
     return key_paths("data/manifests/{dataset}/{generator}.parquet", scored_keys())
 
 
+def model_dir(experiment, detector):
+    """Where a detector's model lives: shared teachers once, the others per experiment."""
+    d = PLAN.detector(detector)
+    if d.kind.trained_in_experiment:
+        return f"results/{experiment}/models/{d.name}"
+    return f"results/teachers/{d.source}"
+
+
 def report_models(wildcards):
-    teachers = [
-        f"results/teachers/{t}" for t in config["experiment"].get("teachers", [])
-    ]
-    trained = [f"results/{wildcards.experiment}/models/{s}" for s in PLAN.trained()]
-    return teachers + trained
+    """The model folders the report describes: every teacher, student and RINE detector."""
+    return {
+        d: model_dir(wildcards.experiment, d)
+        for d in PLAN.detectors_of("teacher", "student", "rine")
+    }
+
+
+def report_model_cards(wildcards):
+    return {
+        d: f"{path}/{PLAN.detector_kind(d).model_card}"
+        for d, path in report_models(wildcards).items()
+    }
+
+
+def report_processed_dirs(wildcards):
+    return dict(zip(scored_keys(), report_processed(wildcards), strict=True))
+
+
+def report_manifest_summaries(wildcards):
+    keys = scored_keys()
+    return dict(
+        zip(
+            keys,
+            key_paths("data/manifests/{dataset}/{generator}.summary.json", keys),
+            strict=True,
+        )
+    )
+
+
+def report_gradcam(wildcards):
+    if not config["gradcam"]["enabled"]:
+        return {}
+    return {
+        s: f"results/{wildcards.experiment}/gradcam/{s}"
+        for s in PLAN.detectors_of("student")
+    }
+
+
+def report_inputs(wildcards):
+    """The files the report reads, by name (the sections' real inputs)."""
+    exp = f"results/{wildcards.experiment}"
+    inputs = {
+        "metrics": f"{exp}/metrics/metrics.parquet",
+        "comparisons": f"{exp}/metrics/comparisons.csv",
+        **{c: f"{exp}/metrics/plots/{c}.csv" for c in ("roc", "pr", "calibration")},
+        "processed": list(report_processed_dirs(wildcards).values()),
+        "manifest_summaries": list(report_manifest_summaries(wildcards).values()),
+        "models": list(report_models(wildcards).values()),
+        "gradcam": list(report_gradcam(wildcards).values()),
+    }
+    if config["experiment"]["shortcut_audit"]:
+        inputs["audit"] = f"{exp}/audit/shortcut.json"
+    if PROBE["enabled"]:
+        inputs["probe_ranking"] = f"{exp}/probe/ranking.csv"
+        inputs["probe_cross"] = f"{exp}/probe/cross.csv"
+    return inputs
+
+
+def report_detector_kinds(wildcards):
+    return {name: kind.name for name, kind in PLAN.detector_kinds().items()}
+
+
+def report_dataset_notes(wildcards):
+    return {d: config["datasets"][d].get("note", "") for d in config["use_datasets"]}
+
+
+def report_config_digest(wildcards):
+    """The report renders the whole validated config (provenance): rerun when it changes."""
+    return config_digest(config)
 
 
 # -- probe grid (frozen backbones + classical classifiers) -----------------
@@ -281,12 +376,3 @@ def probe_cross_inputs(wildcards):
 
 def probe_cross_reduction(wildcards):
     return PROBE["reductions"][PROBE["cross"]["reduction"]]
-
-
-def report_probe(wildcards):
-    if not PROBE["enabled"]:
-        return []
-    return [
-        f"results/{wildcards.experiment}/probe/ranking.csv",
-        f"results/{wildcards.experiment}/probe/cross.csv",
-    ]

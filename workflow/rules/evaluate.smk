@@ -11,6 +11,8 @@ rule score_teacher:
         "logs/benchmarks/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
+    params:
+        detector=teacher_detector,
     script:
         "../scripts/score_teacher.py"
 

@@ -1,15 +1,7 @@
 rule report:
     """Self-contained HTML report for one experiment."""
     input:
-        metrics="results/{experiment}/metrics/metrics.parquet",
-        comparisons="results/{experiment}/metrics/comparisons.csv",
-        roc="results/{experiment}/metrics/plots/roc.csv",
-        processed=report_processed,
-        manifests=report_manifests,
-        models=report_models,
-        gradcam=report_gradcam,
-        audit=report_audit,
-        probe=report_probe,
+        unpack(report_inputs),
     output:
         report(
             "results/report/{experiment}/index.html",
@@ -23,6 +15,13 @@ rule report:
     conda:
         "../envs/sidflow.yaml"
     params:
-        config=config,
+        processed_dirs=report_processed_dirs,
+        manifest_summaries=report_manifest_summaries,
+        model_cards=report_model_cards,
+        gradcam_dirs=report_gradcam,
+        detector_kinds=report_detector_kinds,
+        dataset_notes=report_dataset_notes,
+        # the script renders snakemake.config; this digest reruns the report when it changes
+        config_digest=report_config_digest,
     script:
         "../scripts/report.py"

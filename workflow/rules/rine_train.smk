@@ -15,6 +15,7 @@ rule rine_train:
         "../envs/sidflow.yaml"
     threads: 1
     params:
+        train_features=rine_view_features,
         settings=rine_settings,
         seed=config["seed"],
     script:

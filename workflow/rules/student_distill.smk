@@ -1,9 +1,7 @@
 rule student_distill:
     """Train a ResNet18 student from labels and the cached teacher mixture."""
     input:
-        manifests=student_manifests,
-        processed=student_processed,
-        caches=student_caches,
+        unpack(student_inputs),
     output:
         directory("results/{experiment}/models/{student}"),
     log:
@@ -17,6 +15,7 @@ rule student_distill:
     threads: 1
     params:
         checkpoint="results/{experiment}/checkpoints/{student}",
+        cache_paths=student_cache_paths,
         settings=student_settings,
         student=config["student"],
         preprocess=config["preprocess"],

@@ -1,6 +1,5 @@
 """Snakemake script for rule rine_train: see sidflow.train.rine.train_rine."""
 
-from collections import defaultdict
 from pathlib import Path
 
 from sidflow.devices import set_threads
@@ -9,12 +8,9 @@ from sidflow.train.rine import train_rine
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
-views = defaultdict(list)
-for path in snakemake.input.train:  # results/features/clip/<dataset>/<generator>/<view>.parquet
-    views[Path(path).stem].append(path)
 train_rine(
     manifests=list(snakemake.input.manifests),
-    train_features=dict(views),
+    train_features={v: list(p) for v, p in snakemake.params.train_features.items()},
     val_features=list(snakemake.input.val),
     settings=dict(snakemake.params.settings),
     seed=snakemake.params.seed,

@@ -7,6 +7,6 @@ setup_logging(snakemake.log[0])
 score_teacher_from_cache(
     cache_path=snakemake.input.cache,
     manifest=snakemake.input.manifest,
-    detector=f"teacher-{snakemake.wildcards.teacher}",
+    detector=snakemake.params.detector,
     out_path=snakemake.output[0],
 )

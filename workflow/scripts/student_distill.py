@@ -1,11 +1,8 @@
 """Snakemake script for rule student_distill: see sidflow.train.distill.train_student.
 
-With ``resources: gpus`` > 1 (set in the SLURM profile) the same training runs data-parallel
+With ``resources: gpu`` > 1 (set in the SLURM profile) the same training runs data-parallel
 under ``torchrun`` (one process per GPU) through ``sidflow train-student --spec``.
 """
-
-from collections import defaultdict
-from pathlib import Path
 
 from sidflow.devices import set_threads
 from sidflow.io import setup_logging
@@ -13,9 +10,6 @@ from sidflow.train.launch import launch_student_training
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
-caches = defaultdict(list)
-for path in snakemake.input.caches:  # results/cache/<teacher>/<dataset>/<generator>.parquet
-    caches[Path(path).parts[2]].append(path)
 launch_student_training(
     {
         "student": dict(
@@ -25,11 +19,11 @@ launch_student_training(
         | {"seed": snakemake.params.seed},
         "manifests": list(snakemake.input.manifests),
         "processed_dirs": list(snakemake.input.processed),
-        "cache_paths": dict(caches),
+        "cache_paths": {t: list(p) for t, p in snakemake.params.cache_paths.items()},
         "out_dir": snakemake.output[0],
         "checkpoint_dir": snakemake.params.checkpoint,
         "preprocess": dict(snakemake.params.preprocess),
     },
-    nproc=int(getattr(snakemake.resources, "gpus", 0) or 0),
+    nproc=int(getattr(snakemake.resources, "gpu", 0) or 0),
     log_path=snakemake.log[0],
 )

@@ -96,7 +96,7 @@ def build_clip_features(
         arr = _view_images(chunk, view, augment or {}, chain, seed)
         flat = _tokens(*clip(), arr, batch_size)
         return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
-                             "view": view, "code_version": sidflow.__version__})  # fmt: skip
+                             "view": view, "code_version": sidflow.code_version()})  # fmt: skip
 
     schema = tokens_schema(card["n_blocks"], card["dim"], card["checkpoint_hash"])
     out, computed = cached_rows(

@@ -56,7 +56,7 @@ def build_teacher_cache(
     name, thash = card["teacher"], card["checkpoint_hash"]
     man, store = open_store(manifest, cache_root, f"{name}-{thash[:12]}")
     tags = {"teacher": name, "teacher_hash": thash, "preprocess": preprocess_tag,
-            "code_version": sidflow.__version__}  # fmt: skip
+            "code_version": sidflow.code_version()}  # fmt: skip
 
     @functools.cache
     def teacher():  # loaded only when a row is missing

@@ -11,6 +11,8 @@ import io
 import numpy as np
 import pandas as pd
 
+from sidflow.report.format import num
+
 
 def _svg(fig) -> str:
     import matplotlib.pyplot as plt
@@ -59,7 +61,7 @@ def confusion_svg(tn: int, fp: int, fn: int, tp: int, title: str) -> str:
         ax.text(
             j,
             i,
-            str(int(v)),
+            num(int(v)),
             ha="center",
             va="center",
             color="white" if v > m.max() / 2 else "black",
@@ -78,7 +80,7 @@ def bars_svg(values: pd.Series, title: str, xlabel: str) -> str:
     return _svg(fig)
 
 
-def heatmap_svg(table: pd.DataFrame, title: str, fmt: str = "{:.2f}") -> str:
+def heatmap_svg(table: pd.DataFrame, title: str, digits: int = 2) -> str:
     fig, ax = _figure(1.2 + 0.7 * table.shape[1], 1.0 + 0.45 * table.shape[0])
     ax.imshow(table.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
@@ -86,7 +88,7 @@ def heatmap_svg(table: pd.DataFrame, title: str, fmt: str = "{:.2f}") -> str:
             ax.text(
                 j,
                 i,
-                fmt.format(v),
+                num(v, digits),
                 ha="center",
                 va="center",
                 fontsize=7,

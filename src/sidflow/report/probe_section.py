@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from sidflow.report.format import num
 from sidflow.report.plots import heatmap_svg
 
 TOP = 25
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return "–" if pd.isna(v) else f"{v:.3f}"
-    return html.escape(str(v))
 
 
 def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
@@ -27,7 +22,7 @@ def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
             "test_accuracy"] + [c for c in rank.columns if c.startswith("ap[")]  # fmt: skip
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(r[c])}</td>" for c in cols) + "</tr>"
+        "<tr>" + "".join(f"<td>{num(r[c])}</td>" for c in cols) + "</tr>"
         for _, r in rank.head(TOP).iterrows()
     )
     parts = [
