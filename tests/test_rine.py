@@ -15,7 +15,7 @@ from sidflow.cache.clip_features import (
     tokens_schema,
 )
 from sidflow.data.augment import augmented, draw_chain
-from sidflow.io import write_parquet
+from sidflow.io import write_json, write_parquet
 from sidflow.models.rine import RineConfig, create_rine, rine_loss, supcon_loss
 from sidflow.train.rine import load_rine, score_rine, train_rine
 
@@ -176,6 +176,32 @@ def test_training_is_deterministic(tmp_path):
     assert a["history"] == b["history"] and a["block_importance"] == b["block_importance"]
 
 
+def test_killed_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import sidflow.train.rine as rine
+
+    paths = _toy_tokens(tmp_path, n_per_class=40)
+    settings = {"nproj": 1, "proj_dim": 8, "epochs": 3, "batch_size": 16}
+    args = (paths["manifests"], paths["views"], paths["none"], settings)
+    full = train_rine(*args, seed=1, out_dir=tmp_path / "full", checkpoint_dir=tmp_path / "c1")
+    assert not (tmp_path / "c1").exists()  # removed once the model is saved
+    fit = rine.fit
+
+    def killed(*a, **k):
+        def hook(epoch):
+            if epoch == 2:
+                raise InterruptedError
+
+        return fit(*a, **k, on_epoch_end=hook)
+
+    monkeypatch.setattr(rine, "fit", killed)
+    with pytest.raises(InterruptedError):
+        train_rine(*args, seed=1, out_dir=tmp_path / "part", checkpoint_dir=tmp_path / "c2")
+    assert not (tmp_path / "part").exists() and (tmp_path / "c2" / "state.json").exists()
+    monkeypatch.setattr(rine, "fit", fit)
+    resumed = train_rine(*args, seed=1, out_dir=tmp_path / "part", checkpoint_dir=tmp_path / "c2")
+    assert resumed == full
+
+
 def test_missing_tokens_name_the_file(tmp_path):
     paths = _toy_tokens(tmp_path, n_per_class=20)
     with pytest.raises(ValueError, match="no cached CLIP tokens"):
@@ -240,6 +266,24 @@ def test_clip_cache_is_incremental_and_skips_clip(tiny_dataset, monkeypatch):
         build_clip_features(
             root / "clip", man_path, proc, root / "f" / "x.parquet", view="blur9", **kw
         )
+
+
+def test_clip_features_of_an_empty_split(tmp_path, monkeypatch):
+    import sidflow.cache.clip_features as cf
+
+    write_json(
+        tmp_path / "clip" / "card.json", {"checkpoint_hash": "cd" * 32, "n_blocks": 3, "dim": 4}
+    )
+    man = tmp_path / "manifests" / "toy" / "real.parquet"
+    write_parquet(man, pd.DataFrame({"image_id": ["a"], "dataset": ["toy"], "generator": ["real"],
+                                     "split": ["train"]}))  # fmt: skip
+    monkeypatch.setattr(cf, "load_clip", lambda *a: pytest.fail("CLIP loaded for no rows"))
+    out = tmp_path / "f" / "none.parquet"
+    s = build_clip_features(tmp_path / "clip", man, tmp_path / "none", out, tmp_path / "store",
+                            view="jpeg50", chain=[{"jpeg": 50}])  # fmt: skip
+    ids, toks = read_tokens([out])
+    assert s == {"rows": 0, "computed": 0, "view": "jpeg50"} and len(ids) == 0
+    assert toks.shape == (0, 3, 4)
 
 
 def test_block_tokens_are_the_layer_norm2_cls_tokens():

@@ -84,12 +84,16 @@ def test_dual_head_student_scores_object_classes(tiny_dataset, tmp_path):
     from sidflow.evaluate.scores import score_student
 
     # give the toy images object classes from their names: r_0003 -> class by index parity
-    for man in tiny_dataset["manifests"]:
+    # (in copies of the manifests: the session's tiny dataset is shared, read-only)
+    manifests = []
+    for i, man in enumerate(tiny_dataset["manifests"]):
         df = pd.read_parquet(man)
         df["object_class"] = [
             "even" if int(p[-8:-4]) % 2 == 0 else "odd" for p in df["source_path"]
         ]
-        df.to_parquet(man)
+        manifests.append(str(tmp_path / f"manifest{i}.parquet"))
+        df.to_parquet(manifests[-1])
+    tiny_dataset = tiny_dataset | {"manifests": manifests}
     meta = _train(tiny_dataset, tmp_path / "m", object_weight=0.5, generator_weight=0.5)
     assert meta["student"]["object_classes"] == ["even", "odd"]
     assert meta["student"]["generators"] == ["real", "toy/fake"]

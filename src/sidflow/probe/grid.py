@@ -22,21 +22,13 @@ from sidflow.evaluate.metrics import evaluate_scores
 from sidflow.io import read_json, write_json, write_parquet
 from sidflow.probe.classifiers import make_model, save_model
 from sidflow.probe.features import load_features
+from sidflow.train.common import balanced_subset
 
 log = logging.getLogger(__name__)
 
 
 def cell_name(backbone: str, reduction: str, classifier: str, transform: str) -> str:
     return f"{backbone}/{reduction}/{classifier}/{transform}"
-
-
-def _subsample(idx: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """Class-balanced random subset of ``idx`` with at most ``cap`` rows (0 = all)."""
-    if cap <= 0 or len(idx) <= cap:
-        return idx
-    rng = np.random.default_rng(seed)
-    keep = [rng.permutation(idx[labels[idx] == c])[: cap // 2] for c in (0, 1)]
-    return np.sort(np.concatenate(keep))
 
 
 def _keys(df: pd.DataFrame) -> pd.Series:
@@ -64,7 +56,7 @@ def fit_cell(
     t0 = time.perf_counter()
     train_df, train_X = load_features(features[transform])
     in_train = (train_df["split"] == "train") & _keys(train_df).isin(train_generators)
-    idx = _subsample(
+    idx = balanced_subset(
         np.flatnonzero(in_train.to_numpy()), train_df["label"].to_numpy(), max_train, seed
     )
     if len(np.unique(train_df["label"].to_numpy()[idx])) < 2:
@@ -155,7 +147,7 @@ def cross_matrix(
 
     rows = []
     for a in fakes:
-        tr = _subsample(with_reals(a, "train"), y, max_train, seed)
+        tr = balanced_subset(with_reals(a, "train"), y, max_train, seed)
         model = make_model(reduction_spec, classifier, seed).fit(X[tr], y[tr])
         for b in fakes:
             te = with_reals(b, "test")

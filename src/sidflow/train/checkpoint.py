@@ -2,22 +2,24 @@
 
 A checkpoint folder (written atomically, replaced each epoch) holds
 
-* ``model.safetensors`` / ``best.safetensors``: current and best-so-far weights,
-* ``criterion.safetensors``: the loss's own parameters (feature projections),
-* ``optimizer.pt``: optimizer + scheduler state (plain tensors and numbers, loaded
-  with ``weights_only=True``),
+* ``<name>.safetensors`` for each module (the student writes ``model`` and ``criterion``,
+  the loss's own parameters), and ``best.safetensors``: the best-so-far weights,
+* ``optimizer.pt``: optimizer (+ scheduler) state and the torch random generators' state
+  (plain tensors and numbers, loaded with ``weights_only=True``),
 * ``state.json``: epoch, history, best epoch/AP, the validation scores of the best
   epoch and the ``fingerprint`` of the run (config + training images). A checkpoint
   whose fingerprint differs from the current run's is ignored, never half-reused.
 
-Epoch ``e`` reseeds every random generator from ``(seed, e)``, so resuming at epoch
-``e`` replays exactly what the uninterrupted run would have done.
+Epoch ``e`` of the student reseeds every random generator from ``(seed, e)``; a loop that
+does not reseed gets the torch generators back from the checkpoint. Either way resuming at
+epoch ``e`` replays exactly what the uninterrupted run would have done.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,24 +32,35 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+def _rng_state() -> dict[str, Any]:
+    out: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_rng"] = torch.cuda.get_rng_state()  # the current device's
+    return out
+
+
 def save_checkpoint(
-    path, *, model, criterion, optimizer, scheduler, best_state, state: dict
-) -> None:
+    path, *, modules: dict[str, torch.nn.Module], stateful: dict[str, Any], best_state,
+    state: dict,
+) -> None:  # fmt: skip
+    """``modules``: name -> module (weights); ``stateful``: name -> object with
+    ``state_dict`` (optimizer, scheduler)."""
     from safetensors.torch import save_file
 
     with atomic_dir(path) as tmp:
-        save_file(_state(model), str(tmp / "model.safetensors"))
-        save_file(_state(criterion), str(tmp / "criterion.safetensors"))
+        for name, module in modules.items():
+            save_file(_state(module), str(tmp / f"{name}.safetensors"))
         if best_state is not None:
             save_file(best_state, str(tmp / "best.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            tmp / "optimizer.pt",
+            {k: v.state_dict() for k, v in stateful.items()} | _rng_state(), tmp / "optimizer.pt"
         )
         write_json(tmp / "state.json", state)
 
 
-def load_checkpoint(path, fingerprint: str, *, model, criterion, optimizer, scheduler):
+def load_checkpoint(
+    path, fingerprint: str, *, modules: dict[str, torch.nn.Module], stateful: dict[str, Any]
+):
     """Restore a checkpoint into the given objects; returns (state, best_state) or None."""
     from safetensors.torch import load_file
 
@@ -58,11 +71,15 @@ def load_checkpoint(path, fingerprint: str, *, model, criterion, optimizer, sche
     if state.get("fingerprint") != fingerprint:
         log.warning("checkpoint %s belongs to another configuration; starting afresh", path)
         return None
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    criterion.load_state_dict(load_file(str(path / "criterion.safetensors")))
-    opt = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
+    for name, module in modules.items():
+        module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+    saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    for name, obj in stateful.items():
+        obj.load_state_dict(saved[name])
+    if "torch_rng" in saved:
+        torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved and torch.cuda.is_available():
+        torch.cuda.set_rng_state(saved["cuda_rng"])
     best = path / "best.safetensors"
     best_state = load_file(str(best)) if best.exists() else None
     log.info("resuming from %s after epoch %d", path, state["epoch"])

@@ -5,17 +5,15 @@
 
 The loss and the teacher mixture are in :mod:`sidflow.train.distill_loss`. Teachers
 are never run here: their logits and embeddings come from the cache. ``alpha = 0``
-(or no teachers) is the plain supervised no-KD baseline. Every epoch is checkpointed
-(:mod:`sidflow.train.checkpoint`); a killed run resumes with identical results.
+(or no teachers) is the plain supervised no-KD baseline. The epochs run in the shared loop
+(:mod:`sidflow.train.loop`); every epoch is checkpointed (:mod:`sidflow.train.checkpoint`),
+a killed run resumes with identical results.
 Started by ``torchrun`` it trains data-parallel (:mod:`sidflow.train.distributed`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,8 +27,6 @@ from sidflow.cache.teacher_cache import read_cache
 from sidflow.data.loading import ImageBank, load_images
 from sidflow.devices import amp_dtype, autocast_to, seed_everything, select_device
 from sidflow.models.student import StudentConfig, create_student, predict, save_student
-from sidflow.thresholds import calibrate_threshold
-from sidflow.train.checkpoint import load_checkpoint, save_checkpoint
 from sidflow.train.common import balanced_epoch, warmup_cosine
 from sidflow.train.distill_loss import (  # noqa: F401  (re-exported)
     LOSS_KEYS,
@@ -39,12 +35,15 @@ from sidflow.train.distill_loss import (  # noqa: F401  (re-exported)
     teacher_mixture,
 )
 from sidflow.train.distributed import init_distributed, shutdown, world
+from sidflow.train.loop import Checkpoint, LoopState, card_fields, fingerprint, fit, train_one_epoch
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DistillConfig:
+    """The student's loss and training settings (an experiment's ``students`` entry)."""
+
     alpha: float = 1.0
     temperature: float = 2.0
     beta: float = 0.0
@@ -102,21 +101,131 @@ def _targets(train: pd.DataFrame, cfg: DistillConfig, student_cfg: StudentConfig
     return obj, gen
 
 
-def _fingerprint(student_cfg, cfg, image_ids, soft) -> str:
-    h = hashlib.sha256(json.dumps([asdict(student_cfg), asdict(cfg) | {"device": "", "compile": False}],
-                                  sort_keys=True, default=str).encode())  # fmt: skip
-    h.update("\n".join(image_ids).encode())
-    if soft is not None:
-        h.update(soft.numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
 def _optimizer(params, cfg: DistillConfig):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
         )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class _Data:
+    """The training and validation images with every training target."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    labels: torch.Tensor
+    use_kd: bool
+    soft: torch.Tensor | None  # the teacher mixture's class probabilities
+    embeddings: dict[str, torch.Tensor]  # teacher name -> embeddings (beta > 0)
+    obj: torch.Tensor | None  # object-class labels (object head)
+    gen: torch.Tensor | None  # generator labels (generator head)
+
+    def heads(self) -> list[str]:
+        return [h for h, t in (("object", self.obj), ("generator", self.gen)) if t is not None]
+
+
+def _load_data(student_cfg, cfg: DistillConfig, manifests, processed_dirs, cache_paths) -> _Data:
+    """Images, labels, the teachers' soft labels / embeddings from the cache, head targets
+    (the extra heads' names go into ``student_cfg``)."""
+    train = load_images(manifests, processed_dirs, ["train"])
+    val = load_images(manifests, processed_dirs, ["val"])
+    use_kd = (cfg.alpha > 0 or cfg.beta > 0) and bool(cache_paths)
+    soft, embeddings = None, {}
+    if use_kd:
+        cols = ["image_id", "logit_real", "logit_fake"] + (["embedding"] if cfg.beta > 0 else [])
+        caches = {k: read_cache(v, cols) for k, v in cache_paths.items()}
+        soft = torch.from_numpy(teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature,
+                                                cfg.weighting, train["label"], cfg.adjust))  # fmt: skip
+        if cfg.beta > 0:
+            embeddings = teacher_embeddings(caches, train["image_id"])
+    obj, gen = _targets(train, cfg, student_cfg)
+    labels = torch.from_numpy(train["label"].to_numpy().astype(np.int64))
+    return _Data(train, val, labels, use_kd, soft, embeddings, obj, gen)
+
+
+def _build(student_cfg, cfg: DistillConfig, data: _Data, device):
+    """(model, criterion, optimizer, scheduler); creation order fixes the initial weights."""
+    model = (
+        create_student(student_cfg.arch, student_cfg)
+        .to(device)
+        .to(memory_format=torch.channels_last)
+    )
+    kd = data.use_kd
+    criterion = DistillationLoss(
+        cfg.alpha if kd else 0.0, cfg.temperature, beta=cfg.beta if kd else 0.0,
+        feature_dim=model.feature_dim, teacher_dims={k: v.shape[1] for k, v in data.embeddings.items()},
+        object_weight=cfg.object_weight, generator_weight=cfg.generator_weight,
+    ).to(device)  # fmt: skip
+    opt = _optimizer(list(model.parameters()) + list(criterion.parameters()), cfg)
+    steps = -(-len(data.train) // cfg.batch_size)
+    sched = warmup_cosine(opt, cfg.epochs * steps, warmup_frac=0.15)
+    return model, criterion, opt, sched
+
+
+class _StudentTrainee:
+    """The student as :func:`sidflow.train.loop.fit` trains it (see :class:`~sidflow.train.loop.Trainee`)."""
+
+    name = "student"
+
+    def __init__(self, student_cfg, cfg: DistillConfig, data: _Data, model, criterion, opt,
+                 sched, device, dtype):  # fmt: skip
+        self.student_cfg, self.cfg, self.data, self.model = student_cfg, cfg, data, model
+        self.opt, self.sched, self.device, self.dtype = opt, sched, device, dtype
+        self.rank, self.size, _ = world()
+        mean, std = student_cfg.image_mean, student_cfg.image_std
+        self.bank, self.val_bank = (
+            ImageBank(data.train["jpeg"], mean, std),
+            ImageBank(data.val["jpeg"], mean, std),
+        )
+        self.net = _Trainable(
+            torch.compile(model) if cfg.compile else model, criterion, dtype, device
+        )
+        if self.size > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net)
+        self.t0, self.n = 0.0, 0
+
+    def _to(self, t: torch.Tensor | None, idx):
+        return t[idx].to(self.device) if t is not None else None
+
+    def _step(self, idx) -> dict[str, torch.Tensor]:
+        x = (
+            self.bank.batch(idx, augment=True)
+            .to(self.device)
+            .contiguous(memory_format=torch.channels_last)
+        )
+        d = self.data
+        return self.net(x, self._to(d.labels, idx), self._to(d.soft, idx),
+                        {k: self._to(v, idx) for k, v in d.embeddings.items()},
+                        self._to(d.obj, idx), self._to(d.gen, idx))  # fmt: skip
+
+    def _batches(self, order: np.ndarray):
+        bs, per_rank = self.cfg.batch_size, max(1, self.cfg.batch_size // self.size)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs][self.rank :: self.size][:per_rank]
+            yield idx, len(idx)
+
+    def train_epoch(self, epoch: int) -> dict:
+        torch.manual_seed(self.cfg.seed * 1000 + epoch)
+        order = balanced_epoch(self.data.train["label"], self.cfg.seed, epoch)
+        self.t0 = time.time()
+        sums, self.n = train_one_epoch(self.net, self._step, self._batches(order), self.opt,
+                                       self.sched, LOSS_KEYS)  # fmt: skip
+        return {k: v / max(self.n, 1) for k, v in sums.items()}
+
+    def predict_val(self) -> dict[str, np.ndarray]:
+        return predict(self.model, self.val_bank, 2 * self.cfg.batch_size, self.device, self.dtype)
+
+    def val_columns(self, preds: dict[str, np.ndarray]) -> dict:
+        out = {"seconds": round(time.time() - self.t0, 1),
+               "images_per_s": round(self.n * self.size / (time.time() - self.t0), 1)}  # fmt: skip
+        if self.data.obj is not None:
+            vo = _object_labels(self.data.val, self.student_cfg.object_classes)
+            out["val_object_accuracy"] = float(
+                (preds["object_pred"][vo >= 0] == vo[vo >= 0]).mean()
+            )
+        return out
 
 
 def train_student(
@@ -133,132 +242,34 @@ def train_student(
     """Train one student variant; ``preprocess`` (image_size, jpeg_quality...) is stored
     with the model so that ``sidflow predict`` applies exactly the same treatment.
     ``checkpoint_dir`` (default ``<out_dir>.ckpt``) holds the per-epoch checkpoint."""
-    from sklearn.metrics import average_precision_score
-
     rank, size, _ = world()
     device = init_distributed(select_device(cfg.device))
     dtype = amp_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
-    train = load_images(manifests, processed_dirs, ["train"])
-    val = load_images(manifests, processed_dirs, ["val"])
-    use_kd = (cfg.alpha > 0 or cfg.beta > 0) and bool(cache_paths)
-    soft, embeddings = None, {}
-    if use_kd:
-        cols = ["image_id", "logit_real", "logit_fake"] + (["embedding"] if cfg.beta > 0 else [])
-        caches = {k: read_cache(v, cols) for k, v in cache_paths.items()}
-        soft = torch.from_numpy(teacher_mixture(caches, train["image_id"], cfg.teacher_weights, cfg.temperature,
-                                                cfg.weighting, train["label"], cfg.adjust))  # fmt: skip
-        if cfg.beta > 0:
-            embeddings = teacher_embeddings(caches, train["image_id"])
-    obj, gen = _targets(train, cfg, student_cfg)
-    labels = torch.from_numpy(train["label"].to_numpy().astype(np.int64))
-    model = (
-        create_student(student_cfg.arch, student_cfg)
-        .to(device)
-        .to(memory_format=torch.channels_last)
+    data = _load_data(student_cfg, cfg, manifests, processed_dirs, cache_paths)
+    model, criterion, opt, sched = _build(student_cfg, cfg, data, device)
+    task = _StudentTrainee(student_cfg, cfg, data, model, criterion, opt, sched, device, dtype)
+    ckpt = Checkpoint(Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.ckpt"),
+                      {"model": model, "criterion": criterion}, {"optimizer": opt, "scheduler": sched},
+                      write=rank == 0)  # fmt: skip
+    soft = [data.soft.numpy()] if data.soft is not None else []
+    configs = [asdict(student_cfg), asdict(cfg) | {"device": "", "compile": False}]
+    state = ckpt.resume(
+        LoopState(fingerprint=fingerprint(configs, data.train["image_id"].tolist(), *soft))
     )
-    mean, std = student_cfg.image_mean, student_cfg.image_std
-    bank, val_bank = ImageBank(train["jpeg"], mean, std), ImageBank(val["jpeg"], mean, std)
-    criterion = DistillationLoss(
-        cfg.alpha if use_kd else 0.0, cfg.temperature, beta=cfg.beta if use_kd else 0.0,
-        feature_dim=model.feature_dim, teacher_dims={k: v.shape[1] for k, v in embeddings.items()},
-        object_weight=cfg.object_weight, generator_weight=cfg.generator_weight,
-    ).to(device)  # fmt: skip
-    opt = _optimizer(list(model.parameters()) + list(criterion.parameters()), cfg)
-    per_rank = max(1, cfg.batch_size // size)
-    steps = -(-len(train) // cfg.batch_size)
-    sched = warmup_cosine(opt, cfg.epochs * steps, warmup_frac=0.15)
-    net = _Trainable(torch.compile(model) if cfg.compile else model, criterion, dtype, device)
-    if size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.ckpt")
-    fingerprint = _fingerprint(student_cfg, cfg, train["image_id"].tolist(), soft)
-    state = {
-        "epoch": 0,
-        "history": [],
-        "best_ap": -1.0,
-        "best_epoch": 0,
-        "p_val": [],
-        "fingerprint": fingerprint,
-    }
-    best_state = None
-    resumed = load_checkpoint(
-        ckpt, fingerprint, model=model, criterion=criterion, optimizer=opt, scheduler=sched
-    )
-    if resumed:
-        state, best_state = resumed
     log.info("student: %d train / %d val images, KD=%s, heads=%s, device %s, autocast %s, world %d",
-             len(train), len(val), use_kd, [h for h, t in (("object", obj), ("generator", gen)) if t is not None],
-             device, dtype, size)  # fmt: skip
-    for epoch in range(state["epoch"], cfg.epochs):
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        order = balanced_epoch(train["label"], cfg.seed, epoch)
-        net.train()
-        t0, n, sums = time.time(), 0, dict.fromkeys(LOSS_KEYS, 0.0)
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size][rank::size][:per_rank]
-            x = (
-                bank.batch(idx, augment=True)
-                .to(device)
-                .contiguous(memory_format=torch.channels_last)
-            )
-            terms = net(x, labels[idx].to(device), soft[idx].to(device) if soft is not None else None,
-                        {k: v[idx].to(device) for k, v in embeddings.items()},
-                        obj[idx].to(device) if obj is not None else None,
-                        gen[idx].to(device) if gen is not None else None)  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            sched.step()
-            for k in sums:
-                sums[k] += float(terms[k].detach()) * len(idx)
-            n += len(idx)
-        preds = predict(model, val_bank, 2 * cfg.batch_size, device, dtype)
-        ap = float(average_precision_score(val["label"], preds["p_fake"]))
-        row = {"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}, "val_ap": ap,
-               "seconds": round(time.time() - t0, 1), "images_per_s": round(n * size / (time.time() - t0), 1)}  # fmt: skip
-        if obj is not None:
-            vo = _object_labels(val, student_cfg.object_classes)
-            row["val_object_accuracy"] = float(
-                (preds["object_pred"][vo >= 0] == vo[vo >= 0]).mean()
-            )
-        state["history"].append(row)
-        log.info("student epoch %d: %s", epoch + 1, row)
-        if ap > state["best_ap"]:
-            best_state = {
-                k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
-            }
-            state.update(best_ap=ap, best_epoch=epoch + 1, p_val=preds["p_fake"].tolist())
-        state["epoch"] = epoch + 1
-        stop = cfg.patience and epoch + 1 - state["best_epoch"] >= cfg.patience
-        if rank == 0:
-            save_checkpoint(ckpt, model=model, criterion=criterion, optimizer=opt, scheduler=sched,
-                            best_state=best_state, state=state)  # fmt: skip
-        if on_epoch_end:
-            on_epoch_end(epoch + 1)
-        if stop:
-            log.info("early stopping: no better validation AP for %d epochs", cfg.patience)
-            break
-    model.load_state_dict(best_state)
-    threshold = calibrate_threshold(val["label"], state["p_val"])
-    meta = {
-        "student": asdict(student_cfg),
-        "distill": asdict(cfg),
-        "teachers": sorted(cache_paths) if use_kd else [],
-        "threshold": threshold,
-        "threshold_source": "validation split, max balanced accuracy",
-        "best_epoch": state["best_epoch"],
-        "val_ap": state["best_ap"],
-        "history": state["history"],
-        "train_images": int(len(train)),
-        "world_size": size,
-        "preprocess": preprocess or {},
-    }
+             len(data.train), len(data.val), data.use_kd, data.heads(), device, dtype, size)  # fmt: skip
+    state = fit(task, state, epochs=cfg.epochs, val_labels=data.val["label"], patience=cfg.patience,
+                checkpoint=ckpt, on_epoch_end=on_epoch_end)  # fmt: skip
+    meta = {"student": asdict(student_cfg), "distill": asdict(cfg),
+            "teachers": sorted(cache_paths) if data.use_kd else [],
+            **card_fields(state, data.val["label"], len(data.train)),
+            "world_size": size, "preprocess": preprocess or {}}  # fmt: skip
     if rank == 0:
         save_student(model.cpu(), meta, out_dir)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        ckpt.remove()
         log.info("student saved to %s (best epoch %d, val AP %.4f, threshold %.4f)", out_dir,
-                 state["best_epoch"], state["best_ap"], threshold)  # fmt: skip
+                 state.best_epoch, state.best_ap, meta["threshold"])  # fmt: skip
     shutdown()
     return meta
 

@@ -7,8 +7,9 @@
 
 Epochs are class-balanced (as for the student) and each training image is seen under one
 of its cached augmented views, drawn from (seed, epoch). Adam, the paper's step decay
-(/10 at ``lr_decay_epochs``); the epoch with the best validation AP is kept and its
-threshold is calibrated on the validation split.
+(/10 at ``lr_decay_epochs``). The epochs run in the shared loop (:mod:`sidflow.train.loop`):
+the epoch with the best validation AP is kept and its threshold is calibrated on the
+validation split; with ``checkpoint_dir`` every epoch is checkpointed and a killed run resumes.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from sidflow.devices import seed_everything, select_device
 from sidflow.io import atomic_dir, read_json, write_json
 from sidflow.models.rine import RineConfig, create_rine, rine_loss
 from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
-from sidflow.thresholds import calibrate_threshold
 from sidflow.train.common import balanced_epoch
+from sidflow.train.loop import Checkpoint, LoopState, card_fields, fingerprint, fit, train_one_epoch
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RineTrainConfig:
+    """RINE's training settings (a RINE detector's settings in the experiment; ``seed`` from the run)."""
+
     nproj: int = 4
     proj_dim: int = 1024
     dropout: float = 0.5
@@ -66,16 +69,8 @@ def predict_rine(model, tokens: np.ndarray, device, batch_size: int = 1024) -> n
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def train_rine(
-    manifests: list[str | Path], train_features: dict[str, list[str | Path]],
-    val_features: list[str | Path], settings: dict, seed: int, out_dir: str | Path,
-    backbone_card: str | Path | None = None, device: str = "auto",
-) -> dict:  # fmt: skip
-    """Run the rine_train step; writes ``model.safetensors`` + ``card.json`` atomically."""
-    from safetensors.torch import save_file
-    from sklearn.metrics import average_precision_score
-
-    cfg = RineTrainConfig(**{**settings, "seed": seed})
+def _load_tokens(manifests, train_features: dict, val_features: list):
+    """(train rows, val rows, view names, tokens of each view, validation tokens)."""
     man = pd.concat([pd.read_parquet(m) for m in manifests], ignore_index=True)
     train, val = man[man["split"] == "train"], man[man["split"] == "val"]
     if train.empty or val.empty or val["label"].nunique() < 2:
@@ -85,7 +80,60 @@ def train_rine(
         _aligned(*read_tokens(train_features[v]), train["image_id"], f"view {v}") for v in views
     ]
     vi, vt = read_tokens(val_features)
-    x_val = _aligned(vi, vt, val["image_id"], "validation")
+    return train, val, views, x_views, _aligned(vi, vt, val["image_id"], "validation")
+
+
+class _RineTrainee:
+    """RINE as :func:`sidflow.train.loop.fit` trains it (see :class:`~sidflow.train.loop.Trainee`):
+    each training image is seen under one of its cached views, drawn from (seed, epoch)."""
+
+    name = "rine"
+
+    def __init__(self, model, cfg: RineTrainConfig, x_views, y, x_val, device):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.x_views, self.y, self.x_val = x_views, y, x_val
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    def _step(self, batch) -> dict[str, torch.Tensor]:
+        idx, vw = batch
+        xb = np.stack([self.x_views[v][i] for i, v in zip(idx, vw, strict=True)])
+        out = self.model(torch.from_numpy(xb).to(self.device))
+        y = torch.from_numpy(self.y[idx]).to(self.device)
+        return rine_loss(out, y, self.cfg.contrastive_weight, self.cfg.temperature)
+
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        lr = cfg.lr / 10 ** sum(epoch + 1 >= e for e in cfg.lr_decay_epochs)  # step decay
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        order = balanced_epoch(self.y, cfg.seed, epoch)
+        pick = np.random.default_rng([cfg.seed, epoch, 7]).integers(
+            0, len(self.x_views), len(order)
+        )
+        batches = (((order[lo : lo + cfg.batch_size], pick[lo : lo + cfg.batch_size]), 1)
+                   for lo in range(0, len(order), cfg.batch_size))  # fmt: skip
+        sums, n_batches = train_one_epoch(self.model, self._step, batches, self.opt,
+                                          keys=("loss", "bce_loss", "contrastive_loss"))  # fmt: skip
+        return {"lr": lr, "loss": sums["loss"] / n_batches, "bce_per_image": sums["bce_loss"] / len(order),
+                "contrastive_loss": sums["contrastive_loss"] / n_batches}  # fmt: skip
+
+    def predict_val(self) -> dict[str, np.ndarray]:
+        return {"p_fake": predict_rine(self.model, self.x_val, self.device)}
+
+    def val_columns(self, preds: dict[str, np.ndarray]) -> dict:
+        return {"block_importance": self.model.block_importance().tolist()}
+
+
+def train_rine(
+    manifests: list[str | Path], train_features: dict[str, list[str | Path]],
+    val_features: list[str | Path], settings: dict, seed: int, out_dir: str | Path,
+    backbone_card: str | Path | None = None, device: str = "auto",
+    checkpoint_dir: str | Path | None = None,
+) -> dict:  # fmt: skip
+    """Run the rine_train step; writes ``model.safetensors`` + ``card.json`` atomically.
+    With ``checkpoint_dir`` every epoch is checkpointed there and a killed run resumes."""
+    cfg = RineTrainConfig(**{**settings, "seed": seed})
+    train, val, views, x_views, x_val = _load_tokens(manifests, train_features, val_features)
     y = train["label"].to_numpy().astype(np.int64)
     n_blocks, dim = x_views[0].shape[1:]
 
@@ -99,63 +147,39 @@ def train_rine(
         stacked = np.concatenate(x_views)
         model.token_mean.copy_(torch.from_numpy(stacked.mean(0)))
         model.token_std.copy_(torch.from_numpy(stacked.std(0) + 1e-6))
-    model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history, best = [], {"ap": -1.0, "epoch": 0, "state": None, "p_val": None}
-    for epoch in range(cfg.epochs):
-        lr = cfg.lr / 10 ** sum(epoch + 1 >= e for e in cfg.lr_decay_epochs)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        order = balanced_epoch(y, seed, epoch)
-        pick = np.random.default_rng([seed, epoch, 7]).integers(0, len(views), len(order))
-        model.train()
-        sums = {"loss": 0.0, "bce_loss": 0.0, "contrastive_loss": 0.0}
-        for lo in range(0, len(order), cfg.batch_size):
-            idx, vw = order[lo : lo + cfg.batch_size], pick[lo : lo + cfg.batch_size]
-            xb = np.stack([x_views[v][i] for i, v in zip(idx, vw, strict=True)])
-            out = model(torch.from_numpy(xb).to(dev))
-            losses = rine_loss(
-                out, torch.from_numpy(y[idx]).to(dev), cfg.contrastive_weight, cfg.temperature
-            )
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            opt.step()
-            for k in sums:
-                sums[k] += float(losses[k].detach())
-        n_batches = -(-len(order) // cfg.batch_size)
-        sums = {"loss": sums["loss"] / n_batches, "bce_per_image": sums["bce_loss"] / len(order),
-                "contrastive_loss": sums["contrastive_loss"] / n_batches}  # fmt: skip
-        p_val = predict_rine(model, x_val, dev)
-        ap = float(average_precision_score(val["label"], p_val))
-        history.append({"epoch": epoch + 1, "lr": lr, **sums, "val_ap": ap,
-                        "block_importance": model.block_importance().tolist()})  # fmt: skip
-        log.info("epoch %d: loss/batch %.4f (bce/image %.4f, contrastive %.4f), val AP %.4f", epoch + 1,
-                 sums["loss"], sums["bce_per_image"], sums["contrastive_loss"], ap)  # fmt: skip
-        if ap > best["ap"]:
-            best = {"ap": ap, "epoch": epoch + 1, "p_val": p_val,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}  # fmt: skip
-    model.load_state_dict(best["state"])
+    task = _RineTrainee(model.to(dev), cfg, x_views, y, x_val, dev)
+    state = LoopState(
+        fingerprint=fingerprint([asdict(rcfg), asdict(cfg), views], train["image_id"].tolist())
+    )
+    ckpt = None
+    if checkpoint_dir:
+        ckpt = Checkpoint(Path(checkpoint_dir), {"model": model}, {"optimizer": task.opt})
+        state = ckpt.resume(state)
+    state = fit(task, state, epochs=cfg.epochs, val_labels=val["label"], checkpoint=ckpt)
     meta = {
-        "detector": "rine",
-        "rine": asdict(rcfg),
-        "train": asdict(cfg),
-        "views": views,
-        "threshold": calibrate_threshold(val["label"], best["p_val"]),
-        "threshold_source": "validation split, max balanced accuracy",
-        "best_epoch": best["epoch"],
-        "val_ap": best["ap"],
+        "detector": "rine", "rine": asdict(rcfg), "train": asdict(cfg), "views": views,
+        **card_fields(state, val["label"], len(train)),
         "block_importance": model.block_importance().tolist(),
-        "history": [{k: v for k, v in h.items() if k != "block_importance"} for h in history],
-        "importance_history": [h["block_importance"] for h in history],
-        "train_images": int(len(train)),
+        "history": [{k: v for k, v in h.items() if k != "block_importance"} for h in state.history],
+        "importance_history": [h["block_importance"] for h in state.history],
         "backbone": read_json(backbone_card) if backbone_card else None,
-    }
+    }  # fmt: skip
+    _save_rine(model, meta, out_dir)
+    if ckpt is not None:
+        ckpt.remove()
+    log.info(
+        "RINE saved to %s (best epoch %d, val AP %.4f)", out_dir, state.best_epoch, state.best_ap
+    )
+    return meta
+
+
+def _save_rine(model, card: dict, out_dir: str | Path) -> None:
+    from safetensors.torch import save_file
+
     with atomic_dir(out_dir) as tmp:
         state = {k: v.contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
-        write_json(tmp / "card.json", meta)
-    log.info("RINE saved to %s (best epoch %d, val AP %.4f)", out_dir, best["epoch"], best["ap"])
-    return meta
+        write_json(tmp / "card.json", card)
 
 
 def load_rine(model_dir: str | Path):

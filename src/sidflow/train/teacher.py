@@ -20,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from sidflow.data.loading import JpegDataset, load_images
 from sidflow.devices import seed_everything, select_device
 from sidflow.io import atomic_dir, hash_tree, write_json
 from sidflow.models.teachers import CaptionTeacher, TeacherConfig, create_teacher
+from sidflow.train.common import balanced_resample
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +66,6 @@ def evaluate_teacher(
     }
 
 
-def balanced_indices(labels, seed: int) -> np.ndarray:
-    """Resample indices so that both classes appear equally often (same total length)."""
-    y = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    per_class = len(y) // 2
-    idx = [rng.choice(np.flatnonzero(y == c), per_class, replace=True) for c in (0, 1)]
-    if any(len(np.flatnonzero(y == c)) == 0 for c in (0, 1)):
-        raise ValueError("teacher training data needs both real and fake images")
-    return rng.permutation(np.concatenate(idx))
-
-
 class _Items(torch.utils.data.Dataset):
     def __init__(self, base: JpegDataset, indices: np.ndarray):
         self.base, self.indices = base, indices
@@ -85,6 +76,64 @@ class _Items(torch.utils.data.Dataset):
     def __getitem__(self, i):
         x, y, _ = self.base[int(self.indices[i])]
         return {"pixel_values": x, "label": y}
+
+
+class _Collate:
+    """Batches ``_Items`` into the teacher model's keyword arguments."""
+
+    def __init__(self, teacher: CaptionTeacher):
+        self.teacher = teacher
+
+    def __call__(self, items):
+        x = torch.stack([it["pixel_values"] for it in items])
+        y = torch.stack([it["label"] for it in items])
+        return self.teacher.collate(x, y)
+
+
+class _EpochEval(TrainerCallback):
+    """Caption-score accuracy on the validation images after every epoch, into ``history``."""
+
+    def __init__(self, name: str, teacher: CaptionTeacher, val_ds: JpegDataset):
+        self.name, self.teacher, self.val_ds = name, teacher, val_ds
+        self.history: list[dict] = []
+        self.t0 = time.time()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        dev = next(self.teacher.model.parameters()).device
+        metrics = evaluate_teacher(self.teacher, self.val_ds, dev)
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        row = {"epoch": round(state.epoch), "train_loss": losses[-1] if losses else None, "val": metrics,
+               "seconds": round(time.time() - self.t0, 2)}  # fmt: skip
+        self.history.append(row)
+        log.info("teacher %s epoch %d: %s", self.name, row["epoch"], row)
+        self.t0 = time.time()
+
+
+def _training_args(args_cls, train_cfg: FinetuneConfig, output_dir: str, steps: int, device):
+    """The Trainer's arguments: cosine schedule with warm-up, logs once per epoch, no saving."""
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return args_cls(
+        output_dir=output_dir,
+        per_device_train_batch_size=train_cfg.batch_size,
+        gradient_accumulation_steps=train_cfg.grad_accum,
+        num_train_epochs=train_cfg.epochs,
+        learning_rate=train_cfg.lr,
+        weight_decay=train_cfg.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, int(train_cfg.warmup * steps)),
+        max_grad_norm=1.0,
+        logging_strategy="epoch",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=train_cfg.seed,
+        data_seed=train_cfg.seed,
+        use_cpu=device.type == "cpu",
+        bf16=use_bf16,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
 
 
 def finetune_teacher(
@@ -99,7 +148,6 @@ def finetune_teacher(
         Seq2SeqTrainer,
         Seq2SeqTrainingArguments,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
@@ -109,31 +157,12 @@ def finetune_teacher(
     train = load_images(manifests, processed_dirs, ["train"])
     val = load_images(manifests, processed_dirs, ["val"])
     mean, std = teacher.image_mean, teacher.image_std
-    indices = balanced_indices(train["label"], train_cfg.seed)
+    indices = balanced_resample(train["label"], train_cfg.seed)
     if train_cfg.max_train_images:
-        indices = indices[: train_cfg.max_train_images]  # balanced_indices is already shuffled
+        indices = indices[: train_cfg.max_train_images]  # balanced_resample is already shuffled
     train_ds = _Items(JpegDataset(train["jpeg"], train["label"], mean, std, augment=True), indices)
     val_ds = JpegDataset(val["jpeg"], val["label"], mean, std)
-    history: list[dict] = []
-
-    def collate(items):
-        x = torch.stack([it["pixel_values"] for it in items])
-        y = torch.stack([it["label"] for it in items])
-        return teacher.collate(x, y)
-
-    class EpochEval(TrainerCallback):
-        t0 = time.time()
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            dev = next(teacher.model.parameters()).device
-            metrics = evaluate_teacher(teacher, val_ds, dev)
-            losses = [h["loss"] for h in state.log_history if "loss" in h]
-            row = {"epoch": round(state.epoch), "train_loss": losses[-1] if losses else None, "val": metrics,
-                   "seconds": round(time.time() - self.t0, 2)}  # fmt: skip
-            history.append(row)
-            log.info("teacher %s epoch %d: %s", name, row["epoch"], row)
-            self.t0 = time.time()
-
+    epoch_eval = _EpochEval(name, teacher, val_ds)
     steps = (
         int(np.ceil(len(train_ds) / (train_cfg.batch_size * train_cfg.grad_accum)))
         * train_cfg.epochs
@@ -142,7 +171,6 @@ def finetune_teacher(
     args_cls, trainer_cls = (
         (Seq2SeqTrainingArguments, Seq2SeqTrainer) if seq2seq else (TrainingArguments, Trainer)
     )
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     log.info(
         "teacher %s (%s): %d train samples (of %d) / %d val images on %s",
         name,
@@ -153,30 +181,9 @@ def finetune_teacher(
         device,
     )
     with tempfile.TemporaryDirectory(prefix="sidflow-trainer-") as tmp:
-        args = args_cls(
-            output_dir=tmp,
-            per_device_train_batch_size=train_cfg.batch_size,
-            gradient_accumulation_steps=train_cfg.grad_accum,
-            num_train_epochs=train_cfg.epochs,
-            learning_rate=train_cfg.lr,
-            weight_decay=train_cfg.weight_decay,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, int(train_cfg.warmup * steps)),
-            max_grad_norm=1.0,
-            logging_strategy="epoch",
-            save_strategy="no",
-            eval_strategy="no",
-            report_to=[],
-            seed=train_cfg.seed,
-            data_seed=train_cfg.seed,
-            use_cpu=device.type == "cpu",
-            bf16=use_bf16,
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
-        trainer = trainer_cls(model=teacher.model, args=args, train_dataset=train_ds, data_collator=collate,
-                              callbacks=[EpochEval()])  # fmt: skip
+        args = _training_args(args_cls, train_cfg, tmp, steps, device)
+        trainer = trainer_cls(model=teacher.model, args=args, train_dataset=train_ds,
+                              data_collator=_Collate(teacher), callbacks=[epoch_eval])  # fmt: skip
         trainer.train()
     teacher.model.to("cpu")
     with atomic_dir(out_dir) as tmp:
@@ -187,7 +194,7 @@ def finetune_teacher(
             "finetune": asdict(train_cfg),
             "train_images": int(len(train)),
             "val_images": int(len(val)),
-            "history": history,
+            "history": epoch_eval.history,
             "checkpoint_hash": hash_tree(tmp / "model"),
         }
         write_json(tmp / "card.json", card)

@@ -1,0 +1,177 @@
+"""The shared training loop (sidflow.train.loop) and the one class-balanced sampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sidflow.thresholds import calibrate_threshold
+from sidflow.train.common import balanced_epoch, balanced_resample, balanced_subset
+from sidflow.train.loop import (
+    THRESHOLD_SOURCE,
+    Checkpoint,
+    LoopState,
+    card_fields,
+    fit,
+    train_one_epoch,
+)
+
+VAL_Y = np.array([0, 0, 1, 1])
+
+
+def _scores(ap_rank: int) -> np.ndarray:
+    """Validation scores whose AP grows with ``ap_rank`` (0..3)."""
+    return [
+        np.array([0.9, 0.8, 0.2, 0.1]),  # all fakes ranked last
+        np.array([0.9, 0.2, 0.8, 0.1]),
+        np.array([0.1, 0.9, 0.8, 0.2]),
+        np.array([0.1, 0.2, 0.8, 0.9]),  # perfect
+    ][ap_rank]
+
+
+class Scripted:
+    """A trainee whose validation AP follows a script; its weight is the epoch number."""
+
+    name = "scripted"
+
+    def __init__(self, ranks):
+        self.model, self.ranks, self.epoch = torch.nn.Linear(1, 1), ranks, -1
+
+    def train_epoch(self, epoch):
+        self.epoch = epoch
+        with torch.no_grad():
+            self.model.weight.fill_(epoch + 1)
+        return {"loss": 1.0 / (epoch + 1)}
+
+    def predict_val(self):
+        return {"p_fake": _scores(self.ranks[self.epoch])}
+
+    def val_columns(self, preds):
+        return {"n_val": len(preds["p_fake"])}
+
+
+def test_best_epoch_is_kept_and_loaded():
+    task = Scripted([0, 2, 1, 3, 1])
+    state = fit(task, LoopState(), epochs=5, val_labels=VAL_Y)
+    assert state.epoch == 5 and [h["epoch"] for h in state.history] == [1, 2, 3, 4, 5]
+    assert state.best_epoch == 4 and state.best_ap == 1.0
+    assert state.best_ap == max(h["val_ap"] for h in state.history)
+    assert task.model.weight.item() == 4.0  # the best epoch's weights, not the last
+    assert state.p_val == _scores(3).tolist()
+    assert list(state.history[0]) == ["epoch", "loss", "val_ap", "n_val"]
+    card = card_fields(state, VAL_Y, train_images=10)
+    assert card["threshold"] == calibrate_threshold(VAL_Y, _scores(3))
+    assert card["threshold_source"] == THRESHOLD_SOURCE
+    assert (card["best_epoch"], card["val_ap"], card["train_images"]) == (4, 1.0, 10)
+    assert card["history"] is state.history
+
+
+def test_early_stopping_after_patience_epochs_without_improvement():
+    task = Scripted([1, 2, 0, 1, 3, 3])
+    state = fit(task, LoopState(), epochs=6, val_labels=VAL_Y, patience=2)
+    assert len(state.history) == 4 and state.best_epoch == 2  # epochs 3 and 4 were no better
+    assert task.model.weight.item() == 2.0
+    ties = fit(Scripted([2, 2, 2, 2]), LoopState(), epochs=4, val_labels=VAL_Y, patience=3)
+    assert len(ties.history) == 4 and ties.best_epoch == 1  # an equal AP is no improvement
+    full = fit(Scripted([1, 2, 0, 1, 3, 3]), LoopState(), epochs=6, val_labels=VAL_Y)
+    assert len(full.history) == 6 and full.best_epoch == 5  # patience 0: every epoch
+
+
+class Tiny:
+    """A real trainee: dropout (torch RNG never reseeded) + Adam, balanced epochs."""
+
+    name = "tiny"
+
+    def __init__(self):
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        self.y = np.array([0] * 30 + [1] * 10)
+        self.x = torch.from_numpy((rng.normal(size=(40, 3)) + self.y[:, None]).astype(np.float32))
+        self.model = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(3, 1))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=0.05)
+
+    def _step(self, idx):
+        logit = self.model(self.x[idx])[:, 0]
+        y = torch.from_numpy(self.y[idx]).float()
+        return {"loss": torch.nn.functional.binary_cross_entropy_with_logits(logit, y)}
+
+    def train_epoch(self, epoch):
+        order = balanced_epoch(self.y, 1, epoch)
+        batches = ((order[lo : lo + 8], len(order[lo : lo + 8])) for lo in range(0, len(order), 8))
+        sums, n = train_one_epoch(self.model, self._step, batches, self.opt)
+        return {"loss": sums["loss"] / n}
+
+    def predict_val(self):
+        self.model.eval()
+        with torch.no_grad():
+            return {"p_fake": torch.sigmoid(self.model(self.x[::2])[:, 0]).numpy()}
+
+    def val_columns(self, preds):
+        return {}
+
+
+class Killed(Exception):
+    pass
+
+
+def _run(ckpt_dir, stop_after=None):
+    task = Tiny()
+    ckpt = Checkpoint(ckpt_dir, {"model": task.model}, {"optimizer": task.opt})
+    state = ckpt.resume(LoopState(fingerprint="run-a"))
+
+    def hook(epoch):
+        if epoch == stop_after:
+            raise Killed
+
+    state = fit(task, state, epochs=5, val_labels=task.y[::2], checkpoint=ckpt, on_epoch_end=hook)
+    return task, state
+
+
+def test_state_round_trips_through_the_checkpoint(tmp_path):
+    full_task, full = _run(tmp_path / "full")
+    with pytest.raises(Killed):
+        _run(tmp_path / "ckpt", stop_after=2)
+    saved = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert saved["epoch"] == 2 and saved["fingerprint"] == "run-a"
+    task = Tiny()
+    ckpt = Checkpoint(tmp_path / "ckpt", {"model": task.model}, {"optimizer": task.opt})
+    back = ckpt.resume(LoopState(fingerprint="run-a"))
+    assert back.to_json() == saved and back.best_state is not None
+    assert set(back.best_state) == set(task.model.state_dict())
+    other = Checkpoint(tmp_path / "ckpt", {"model": Tiny().model}, {}).resume(
+        LoopState(fingerprint="b")
+    )
+    assert other.epoch == 0 and other.history == []  # another run's checkpoint is ignored
+    resumed_task, resumed = _run(tmp_path / "ckpt")  # resumes after epoch 2
+    assert resumed.to_json() == full.to_json()  # history, best epoch, p_val: bit for bit
+    for k, v in full_task.model.state_dict().items():
+        assert torch.equal(v, resumed_task.model.state_dict()[k])
+    Checkpoint(tmp_path / "ckpt", {}, {}, write=False).remove()
+    assert (tmp_path / "ckpt").exists()  # only the writer (rank 0) removes it
+    Checkpoint(tmp_path / "ckpt", {}, {}).remove()
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_one_balanced_sampler_depends_only_on_seed_and_epoch():
+    labels = np.array([0] * 23 + [1] * 7)
+    a = balanced_epoch(labels, 4, 2)
+    np.random.seed(99)  # the global generators play no part
+    torch.manual_seed(99)
+    np.random.random(5)
+    b = balanced_epoch(labels, 4, 2)
+    assert np.array_equal(a, b) and len(a) == 30
+    assert (labels[a] == 0).sum() == (labels[a] == 1).sum() == 15
+    assert not np.array_equal(a, balanced_epoch(labels, 4, 3))
+    assert not np.array_equal(a, balanced_epoch(labels, 5, 2))
+    r = balanced_resample(labels, 3)
+    assert np.array_equal(r, balanced_resample(labels, 3)) and len(r) == 30
+    assert (labels[r] == 1).sum() == 15
+    idx = np.arange(2, 30)
+    s = balanced_subset(idx, labels, 8, 0)
+    assert np.array_equal(s, np.sort(s)) and (labels[s] == 1).sum() == (labels[s] == 0).sum() == 4
+    assert set(s) <= set(idx) and np.array_equal(balanced_subset(idx, labels, 0, 0), idx)
+    with pytest.raises(ValueError, match="both classes"):
+        balanced_resample(np.ones(6, int), 0)
