@@ -14,6 +14,7 @@ Helpers are in ``tests/helpers.py``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,15 +23,38 @@ import pytest
 from helpers import CIFAKE_ZIP, REPO, copy_workflow, run_snakemake, separable_images
 
 TIERS = ("unit", "workflow", "cluster", "dvc", "browser", "data")
+# Long tests first, so that with ``-n 2 --dist loadscope`` (the README test command) the SLURM
+# run, which mostly waits on the scheduler, overlaps the CPU-bound small run, DVC and CIFAKE.
+FIRST = ("test_slurm.py", "test_reruns.py", "test_workflow.py", "test_dvc.py", "test_cifake.py")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Tests using ../shared are ``data``; every test without a tier marker is ``unit``."""
+    """Tests using ../shared are ``data``; every test without a tier marker is ``unit``;
+    the long modules run first (a stable sort: order inside a module is kept)."""
     for item in items:
         if "cifake_zip" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.data)
         if not any(item.get_closest_marker(t) for t in TIERS):
             item.add_marker(pytest.mark.unit)
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Time spent per tier (setup + call + teardown; summed over workers), shown at the end."""
+    tier = "+".join(t for t in TIERS if t in report.keywords) or "unit"
+    _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIER_SECONDS:
+        terminalreporter.section("seconds per tier (setup + call + teardown, summed over workers)")
+        for tier, secs in sorted(_TIER_SECONDS.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{tier:>20s} {secs:8.1f} s")
 
 
 @pytest.fixture
@@ -93,8 +117,20 @@ def tiny_teacher(tiny_data, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """The shrunken demo (``tests/configs/small.yaml``) run once, locally (``--cores 2``), for
-    every workflow, rerun, SLURM and DVC test that needs it. Read-only: copy it to change it."""
-    work = copy_workflow(tmp_path_factory.mktemp("wf"))
-    r = run_snakemake(work, "--configfile", "small.yaml")
-    assert r.returncode == 0, r.stderr[-4000:]
+    every workflow, rerun and SLURM test that needs it, once per test run even with several
+    pytest-xdist workers (the first builds it under a file lock, the others reuse it).
+    Read-only: copy it to change it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the pytest-xdist workers of this run
+    work, done = root / "small-run", root / "small-run.done"
+    with FileLock(str(root / "small-run.lock")):
+        if not done.exists():
+            shutil.rmtree(work, ignore_errors=True)  # a half-built run from a failed attempt
+            copy_workflow(work)
+            r = run_snakemake(work, "--configfile", "small.yaml")
+            assert r.returncode == 0, r.stderr[-4000:]
+            done.touch()
     return work

@@ -4,25 +4,20 @@ import pandas as pd
 import pytest
 
 from sidflow.cache.teacher_cache import build_teacher_cache
-from sidflow.models.teachers import TeacherConfig
 from sidflow.train.distill import DistillConfig, train_student
-from sidflow.train.teacher import FinetuneConfig, finetune_teacher
-
-TINY = TeacherConfig(tiny={"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8})
 
 
 @pytest.fixture
-def trained(tiny_dataset):
-    root = tiny_dataset["root"]
-    card = finetune_teacher("vitgpt2", TINY, FinetuneConfig(epochs=2, batch_size=16, lr=2e-3),
-                            tiny_dataset["manifests"], tiny_dataset["processed"], root / "teacher")  # fmt: skip
-    return tiny_dataset | {"teacher": root / "teacher", "card": card}
+def trained(tiny_dataset, tiny_teacher):
+    """The tiny dataset (with this test's own root) and the session's fine-tuned tiny ViT-GPT2
+    (conftest.tiny_teacher: hidden 32, 1 layer, 2 epochs, batch 16, lr 2e-3)."""
+    return tiny_dataset | tiny_teacher
 
 
 def test_teacher_card_and_cache_schema(trained):
     root = trained["root"]
     assert len(trained["card"]["history"]) == 2 and len(trained["card"]["checkpoint_hash"]) == 64
-    assert (root / "teacher" / "model" / "model.safetensors").exists()
+    assert (trained["teacher"] / "model" / "model.safetensors").exists()
     out = root / "cache" / "vitgpt2" / "toy" / "fake.parquet"
     s = build_teacher_cache(trained["teacher"], trained["manifests"][1], trained["processed"][1], out, "{}",
                             cache_root=root / "cache")  # fmt: skip

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from helpers import SHARED
 from sidflow.cache.clip_features import (
     backbone_step,
     build_clip_features,
@@ -324,3 +325,72 @@ def test_standardisation_is_saved_with_the_model(tmp_path):
     assert card["train"]["standardize"]
     assert np.allclose(model.token_mean.numpy(), stacked.mean(0), atol=1e-5)
     assert np.allclose(model.token_std.numpy(), stacked.std(0) + 1e-6, atol=1e-5)
+
+
+RINE_WEIGHTS = SHARED / "models" / "rine" / "model_2class_trainable.pth"
+
+
+def _reference_rine_forward(state: dict, tokens: torch.Tensor) -> torch.Tensor:
+    """The published model's forward pass written out by hand (eval mode: dropout is the
+    identity): Q1 on every block's token, softmax(alpha) over blocks * g summed, Q2, head."""
+
+    def mlp(x, prefix, idx, last_relu=True):
+        for j, i in enumerate(idx):
+            x = x @ state[f"{prefix}.{i}.weight"].T + state[f"{prefix}.{i}.bias"]
+            x = torch.relu(x) if last_relu or j < len(idx) - 1 else x
+        return x
+
+    g = mlp(tokens, "proj1", (1, 4, 7, 10))  # (B, 24, 128)
+    z = (torch.softmax(state["alpha"], dim=1) * g).sum(dim=1)
+    z = mlp(z, "proj2", (1, 4, 7, 10))
+    return mlp(z, "head", (0, 3, 6), last_relu=False).squeeze(1)
+
+
+@pytest.mark.data
+def test_published_rine_weights_load_one_to_one_and_match_the_reference_forward():
+    if not RINE_WEIGHTS.exists():
+        pytest.skip("../shared/models/rine is absent (outside this workplace)")
+    from sidflow.models.rine import load_published_rine
+
+    model = load_published_rine(str(RINE_WEIGHTS))
+    state = torch.load(RINE_WEIGHTS, map_location="cpu", weights_only=True)
+    assert (model.cfg.n_blocks, model.cfg.dim, model.cfg.nproj, model.cfg.proj_dim) == (
+        24,
+        1024,
+        4,
+        128,
+    )
+    own = model.state_dict()
+    torch.testing.assert_close(own["importance"], state["alpha"][0], rtol=0, atol=0)
+    for key, value in state.items():
+        if key != "alpha":
+            torch.testing.assert_close(own[key], value, rtol=0, atol=0)
+    tokens = torch.randn(6, 24, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logit = model(tokens)["logit"]
+    torch.testing.assert_close(logit, _reference_rine_forward(state, tokens), rtol=1e-5, atol=1e-5)
+    assert logit.std() > 0  # not a constant
+
+
+def test_published_rine_weights_refuse_a_wrong_shape_or_extra_tensor(tmp_path):
+    from sidflow.models.rine import RineConfig, create_rine, load_published_rine
+
+    model = create_rine(RineConfig(n_blocks=3, dim=8, nproj=2, proj_dim=4))
+    state = {("alpha" if k == "importance" else k): v for k, v in model.state_dict().items()
+             if not k.startswith("token_")}  # fmt: skip
+    state["alpha"] = state["alpha"][None]
+    torch.save(state, tmp_path / "ok.pth")
+    again = load_published_rine(str(tmp_path / "ok.pth"))
+    assert (again.cfg.n_blocks, again.cfg.dim, again.cfg.nproj, again.cfg.proj_dim) == (3, 8, 2, 4)
+    bad = dict(state, **{"head.0.weight": torch.zeros(5, 4)})
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(
+        ValueError, match=r"tensor 'head.0.weight' has shape \(5, 4\), the model expects \(4, 4\)"
+    ):
+        load_published_rine(str(tmp_path / "bad.pth"))
+    torch.save(dict(state, extra=torch.zeros(1)), tmp_path / "extra.pth")
+    with pytest.raises(ValueError, match="unexpected tensor 'extra'"):
+        load_published_rine(str(tmp_path / "extra.pth"))
+    torch.save({k: v for k, v in state.items() if k != "head.6.bias"}, tmp_path / "short.pth")
+    with pytest.raises(ValueError, match=r"missing tensors \['head.6.bias'\]"):
+        load_published_rine(str(tmp_path / "short.pth"))

@@ -89,6 +89,47 @@ def create_rine(cfg: RineConfig | dict | None = None) -> Rine:
     return Rine(cfg or RineConfig())
 
 
+def published_state_dict(state: dict[str, torch.Tensor], model: Rine) -> dict[str, torch.Tensor]:
+    """The reference implementation's trainable part (``mever-team/rine``'s
+    ``model_*_trainable.pth``: ``alpha`` (1, n_blocks, proj_dim), ``proj1.*``, ``proj2.*``,
+    ``head.*``) as a state dict of ``model``: ``alpha`` becomes ``importance``, and the
+    token standardisation (not part of the paper) is the identity. Strict: every tensor must be
+    used and fit, else a ``ValueError`` naming the tensor."""
+    own = model.state_dict()
+    out = {"token_mean": torch.zeros_like(own["token_mean"]),
+           "token_std": torch.ones_like(own["token_std"])}  # fmt: skip
+    for key, value in state.items():
+        name = "importance" if key == "alpha" else key
+        if name not in own or name.startswith("token_"):
+            raise ValueError(f"published RINE weights: unexpected tensor {key!r}")
+        value = value.reshape(own[name].shape) if key == "alpha" and value.dim() == 3 else value
+        if tuple(value.shape) != tuple(own[name].shape):
+            raise ValueError(f"published RINE weights: tensor {key!r} has shape "
+                             f"{tuple(value.shape)}, the model expects {tuple(own[name].shape)}")  # fmt: skip
+        out[name] = value.to(own[name].dtype)
+    missing = sorted(set(own) - set(out))
+    if missing:
+        raise ValueError(f"published RINE weights: missing tensors {missing}")
+    return out
+
+
+def load_published_rine(path: str, cfg: RineConfig | None = None) -> Rine:
+    """A RINE with the paper's published trainable weights (a plain ``state_dict`` loaded with
+    ``weights_only=True``), in eval mode. ``cfg`` defaults to the 2-class model's shape read
+    from the file: ``n_blocks`` and ``proj_dim`` from ``alpha``, ``nproj`` from ``proj1``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if cfg is None:
+        if "alpha" not in state or "proj1.1.weight" not in state:
+            raise ValueError(f"{path}: not a RINE trainable state dict (no alpha / proj1.1.weight)")
+        n_blocks, proj_dim = state["alpha"].shape[-2:]
+        dim = state["proj1.1.weight"].shape[1]
+        nproj = len([k for k in state if k.startswith("proj1.") and k.endswith(".weight")])
+        cfg = RineConfig(n_blocks=n_blocks, dim=dim, nproj=nproj, proj_dim=proj_dim)
+    model = create_rine(cfg)
+    model.load_state_dict(published_state_dict(state, model), strict=True)
+    return model.eval()
+
+
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07):
     """Supervised contrastive loss (Khosla et al. 2020), one view per sample.
 
