@@ -13,49 +13,44 @@ The pipeline itself runs with ``snakemake --profile profiles/local``.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from pathlib import Path
 
 from sidflow import __version__
 
-FIELDS = ["path", "p_fake", "verdict", "threshold", "model", "reason"]
-
 
 def cmd_predict(args) -> int:
     from sidflow.devices import select_device
-    from sidflow.predict import predict_paths
+    from sidflow.predict import (
+        ResultsFile,
+        check_inputs,
+        load_predictor,
+        output_format,
+        predict_paths,
+    )
 
-    device = str(select_device(args.device))
-    rows, counts = [], {"real": 0, "fake": 0, "quarantined": 0}
-    writer = None
-    out = (
-        open(args.output, "w", newline="") if args.output and args.output.endswith(".csv") else None
-    )  # noqa: SIM115
+    fmt = output_format(args.output, args.format) if args.output else None
+    items = check_inputs(args.paths)  # every argument, before any work
+    predictor = load_predictor(args.model, str(select_device(args.device)))
+    counts = {"real": 0, "fake": 0, "quarantined": 0}
+    results = ResultsFile(args.output, fmt) if args.output else None  # opened after the model
     try:
-        if out:
-            writer = csv.DictWriter(out, fieldnames=FIELDS)
-            writer.writeheader()
-        for row in predict_paths(
-            args.model, args.paths, args.batch_size, device, progress=args.progress
-        ):
+        for row in predict_paths(predictor, items, args.batch_size, progress=args.progress):
             counts[row["verdict"]] += 1
-            if writer:
-                writer.writerow(row)
-            else:
-                rows.append(row)
+            if results:
+                results.write(row)
             if not args.quiet:
                 pf = "      -" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
                 print(
                     f"{pf}  {row['verdict']:<11}  {row['path']}"
                     + (f"  ({row['reason']})" if row["reason"] else "")
                 )
-    finally:
-        if out:
-            out.close()
-    if args.output and not writer:
-        Path(args.output).write_text(json.dumps(rows, indent=1))
+    except BaseException:
+        if results and (partial := results.keep_partial()):
+            print(f"# stopped: the {results.rows} results so far are in {partial}", file=sys.stderr)
+        raise
+    if results:
+        results.commit()
     print(f"# {sum(counts.values())} files: {counts['fake']} fake, {counts['real']} real, "
           f"{counts['quarantined']} quarantined", file=sys.stderr)  # fmt: skip
     return 0
@@ -121,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", required=True, help="a student folder, e.g. results/demo/models/student-kd"
     )
-    p.add_argument("--output", help="write results to this .csv (or .json) file")
+    p.add_argument(
+        "--output",
+        help="write results to this file (written to a temporary file, moved into place at the "
+        "end); its format comes from the suffix: .csv, .tsv or .json (any case)",
+    )
+    p.add_argument(
+        "--format", choices=["csv", "tsv", "json"], help="format of --output, whatever its suffix"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--progress", action="store_true", help="show a progress bar")

@@ -2,17 +2,28 @@
 
     sidflow predict --model results/demo/models/student-kd --output preds.csv photos/ extra.png
 
-Streams through folders in batches; an unreadable file is reported (verdict
-``quarantined`` with its reason) instead of stopping the run.
+Order of work: the output path and every input argument are checked, then the model is
+loaded (its integrity hashes checked), and only then are images read. Streams through
+folders in batches; an unreadable file is reported (verdict ``quarantined`` with its
+reason) instead of stopping the run. A non-finite score stops the run naming the model.
+
+Results go to a temporary file beside ``--output`` that replaces it only when the run
+completes; a run stopped half-way keeps its rows in ``<output>.partial``.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import logging
+import os
+import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sidflow.data.images import BadImageError, normalize_image
@@ -21,10 +32,30 @@ from sidflow.data.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
+FIELDS = ["path", "p_fake", "verdict", "threshold", "model", "reason"]
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json"}
+
+
+class NonFiniteScoreError(ValueError):
+    """The model produced NaN/inf: its weights are broken."""
+
+
+def check_inputs(items: Iterable[str]) -> list[str]:
+    """The arguments, after checking that each is a file, a folder or a matching glob
+    (every bad one named in one :class:`FileNotFoundError`)."""
+    items = [str(i) for i in items]
+    bad = [i for i in items if not Path(i).exists() and not glob.glob(i, recursive=True)]
+    if bad:
+        raise FileNotFoundError(
+            f"no such file, folder or glob match: {', '.join(bad)} (nothing was classified)"
+        )
+    return items
+
 
 def expand_paths(items: Iterable[str]) -> Iterator[Path]:
-    """Files, folders (recursively, image suffixes only) and glob patterns, in order."""
-    for item in items:
+    """Files, folders (recursively, image suffixes only) and glob patterns, in order; every
+    argument is checked before the first path is yielded (:func:`check_inputs`)."""
+    for item in check_inputs(items):
         p = Path(item)
         if p.is_dir():
             yield from sorted(
@@ -34,27 +65,49 @@ def expand_paths(items: Iterable[str]) -> Iterator[Path]:
             yield p
         else:
             matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"{item}: no such file, folder or glob match")
             yield from (Path(m) for m in matches if Path(m).is_file())
 
 
-def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int = 64, device: str = "cpu",
-                  progress: bool = False) -> Iterator[dict]:  # fmt: skip
-    """Yield one result dict per input: path, p_fake, verdict, threshold, model, reason."""
+@dataclass
+class Predictor:
+    """A loaded student with the preprocessing and threshold it was trained with."""
+
+    name: str
+    model: torch.nn.Module
+    device: str
+    size: int
+    quality: int
+    max_pixels: int
+    mean: float
+    std: float
+    threshold: float
+
+
+def load_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
     from sidflow.models.student import load_student
 
     model, meta = load_student(model_dir)
-    model.to(device)
     pre = meta.get("preprocess") or {}
-    size, quality = (
-        int(pre.get("image_size", meta["student"]["image_size"])),
-        int(pre.get("jpeg_quality", 90)),
+    return Predictor(
+        name=str(model_dir),
+        model=model.to(device),
+        device=device,
+        size=int(pre.get("image_size", meta["student"]["image_size"])),
+        quality=int(pre.get("jpeg_quality", 90)),
+        max_pixels=int(pre.get("max_pixels", 64_000_000)),
+        mean=meta["student"]["image_mean"],
+        std=meta["student"]["image_std"],
+        threshold=float(meta["threshold"]),
     )
-    max_pixels = int(pre.get("max_pixels", 64_000_000))
-    mean, std = meta["student"]["image_mean"], meta["student"]["image_std"]
-    threshold, name = float(meta["threshold"]), str(model_dir)
-    paths = expand_paths(items)
+
+
+def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_size: int = 64,
+                  device: str = "cpu", progress: bool = False) -> Iterator[dict]:  # fmt: skip
+    """Yield one result dict per input: path, p_fake, verdict, threshold, model, reason.
+    ``model`` is a student folder or a :class:`Predictor` from :func:`load_predictor`."""
+    pred = model if isinstance(model, Predictor) else load_predictor(model, device)
+    threshold, name = pred.threshold, pred.name
+    paths: Iterable[Path] = expand_paths(items)
     if progress:
         from tqdm import tqdm
 
@@ -62,9 +115,16 @@ def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int =
     batch: list[tuple[Path, bytes]] = []
 
     def flush():
-        x = to_tensor([j for _, j in batch], mean, std).to(device)
+        x = to_tensor([j for _, j in batch], pred.mean, pred.std).to(pred.device)
         with torch.no_grad():
-            p = torch.softmax(model(x)["logits"].float(), 1)[:, 1].cpu().numpy()
+            p = torch.softmax(pred.model(x)["logits"].float(), 1)[:, 1].cpu().numpy()
+        bad = ~np.isfinite(p)
+        if bad.any():
+            first = batch[int(np.argmax(bad))][0]
+            raise NonFiniteScoreError(
+                f"model {name}: non-finite p_fake ({p[bad][0]}) for {first} and {int(bad.sum()) - 1} "
+                "more in its batch: the model's weights are broken (NaN/inf); retrain or restore them"
+            )
         for (path, _), pf in zip(batch, p, strict=True):
             yield {"path": str(path), "p_fake": round(float(pf), 6), "verdict": "fake" if pf >= threshold else "real",
                    "threshold": threshold, "model": name, "reason": ""}  # fmt: skip
@@ -72,7 +132,7 @@ def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int =
 
     for path in paths:
         try:
-            norm = normalize_image(path.read_bytes(), size, quality, max_pixels)
+            norm = normalize_image(path.read_bytes(), pred.size, pred.quality, pred.max_pixels)
         except (BadImageError, OSError) as exc:
             reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable file: {exc}"
             yield {"path": str(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
@@ -83,3 +143,64 @@ def predict_paths(model_dir: str | Path, items: Iterable[str], batch_size: int =
             yield from flush()
     if batch:
         yield from flush()
+
+
+# -- the output file ----------------------------------------------------------------------------
+def output_format(output: str | Path, fmt: str | None = None) -> str:
+    """``csv``, ``tsv`` or ``json``: ``fmt`` if given, else from the suffix (any case).
+    Refuses a folder, a missing parent folder or an unknown suffix, before any work."""
+    out = Path(output)
+    if out.is_dir():
+        raise ValueError(f"--output {output}: is a folder; give a file such as {out / 'preds.csv'}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--output {output}: folder {out.parent} does not exist")
+    if fmt:
+        return fmt
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(
+            f"--output {output}: cannot tell the format from the suffix {out.suffix!r} "
+            f"(use {', '.join(FORMATS)} or --format {{{','.join(FORMATS.values())}}})"
+        )
+    return FORMATS[out.suffix.lower()]
+
+
+class ResultsFile:
+    """Rows written to a temporary file beside ``output``: :meth:`commit` moves it onto
+    ``output``; :meth:`keep_partial` moves it to ``<output>.partial`` (none: removed)."""
+
+    def __init__(self, output: str | Path, fmt: str):
+        self.output, self.fmt, self.rows = Path(output), fmt, 0
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.output.name}.", suffix=".tmp",
+                                   dir=self.output.parent)  # fmt: skip
+        self.tmp = Path(tmp)
+        self.fh = os.fdopen(fd, "w", newline="")
+        self.buffer: list[dict] = []
+        self.writer = None
+        if fmt in ("csv", "tsv"):
+            self.writer = csv.DictWriter(self.fh, FIELDS, delimiter="," if fmt == "csv" else "\t")
+            self.writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        self.rows += 1
+        if self.writer:
+            self.writer.writerow(row)
+            self.fh.flush()
+        else:
+            self.buffer.append(row)
+
+    def _close(self, dest: Path) -> Path:
+        if self.fmt == "json":
+            self.fh.write(json.dumps(self.buffer, indent=1))
+        self.fh.close()
+        os.replace(self.tmp, dest)
+        return dest
+
+    def commit(self) -> Path:
+        return self._close(self.output)
+
+    def keep_partial(self) -> Path | None:
+        if self.rows:
+            return self._close(self.output.with_name(self.output.name + ".partial"))
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+        return None

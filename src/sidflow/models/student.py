@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from sidflow.config import config_digest
 from sidflow.data.loading import ImageBank
 from sidflow.devices import autocast_to
-from sidflow.io import atomic_dir, read_json, write_json
+from sidflow.io import atomic_dir, read_json, sha256_file, write_json
 from sidflow.registry import STUDENTS
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,23 @@ def predict(model, bank: ImageBank, batch_size: int, device, dtype=None) -> dict
     return {k: np.concatenate(v) for k, v in out.items()} if out else {"p_fake": np.zeros(0)}
 
 
+# What decides a verdict besides the weights: hashed into ``config_sha256`` of student.json.
+VERDICT_FIELDS = ("student", "preprocess", "threshold")
+
+
+class ModelIntegrityError(ValueError):
+    """A student folder whose weights or settings changed after training."""
+
+
+def config_sha256(meta: dict) -> str:
+    """SHA-256 of the card's verdict-deciding block (architecture and normalisation,
+    preprocessing, threshold) as canonical JSON."""
+    return config_digest({k: meta.get(k) for k in VERDICT_FIELDS})
+
+
 def save_student(model: torch.nn.Module, meta: dict, out_dir: str | Path) -> None:
+    """``model.safetensors`` + ``student.json``; the card records ``weights_sha256`` (of the
+    weights file) and ``config_sha256`` (:func:`config_sha256`), checked by :func:`load_student`."""
     from safetensors.torch import save_file
 
     with atomic_dir(out_dir) as tmp:
@@ -134,14 +151,47 @@ def save_student(model: torch.nn.Module, meta: dict, out_dir: str | Path) -> Non
             str(tmp / "model.safetensors"),
         )
         write_json(tmp / "student.json", meta)
+        card = read_json(tmp / "student.json")  # hash the values as they are stored
+        meta["weights_sha256"] = card["weights_sha256"] = sha256_file(tmp / "model.safetensors")
+        meta["config_sha256"] = card["config_sha256"] = config_sha256(card)
+        write_json(tmp / "student.json", card)
+
+
+def check_student(model_dir: str | Path, meta: dict) -> None:
+    """Refuse a folder whose weights or verdict-deciding settings differ from what training
+    recorded; a folder written before the hashes existed is loaded with a warning."""
+    folder = Path(model_dir)
+    want_w, want_c = meta.get("weights_sha256"), meta.get("config_sha256")
+    if want_w is None or want_c is None:
+        log.warning("%s: student.json has no integrity hashes (weights_sha256, config_sha256; "
+                    "written by an older sidflow): weights and settings are not verified", folder)  # fmt: skip
+        return
+    got_w = sha256_file(folder / "model.safetensors")
+    if got_w != want_w:
+        raise ModelIntegrityError(
+            f"{folder}: model.safetensors has sha256 {got_w}, but student.json records "
+            f"weights_sha256 {want_w}: the weights changed after training (retrain or restore them)"
+        )
+    got_c = config_sha256(meta)
+    if got_c != want_c:
+        raise ModelIntegrityError(
+            f"{folder}: student.json was edited after training: its {', '.join(VERDICT_FIELDS)} "
+            f"hash to {got_c}, not the recorded config_sha256 {want_c} (these settings decide "
+            "the verdicts; retrain instead of editing them)"
+        )
 
 
 def load_student(model_dir: str | Path):
-    """(model, meta) from a folder written by :func:`save_student` (safetensors only)."""
+    """(model, meta) from a folder written by :func:`save_student` (safetensors only),
+    after checking its integrity hashes (:func:`check_student`)."""
     from safetensors.torch import load_file
 
-    meta = read_json(Path(model_dir) / "student.json")
+    folder = Path(model_dir)
+    if not (folder / "student.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a student folder (no student.json)")
+    meta = read_json(folder / "student.json")
+    check_student(folder, meta)
     cfg = StudentConfig(**meta["student"])
     model = create_student(cfg.arch, cfg)
-    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval(), meta
