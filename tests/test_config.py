@@ -3,6 +3,7 @@
 import copy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -220,3 +221,95 @@ def test_probe_grid_overlay_expands_to_one_job_per_cell(repo):
     # cached backbones (the concatenation reuses them) x 4 transforms x 4 generators
     assert jobs["probe_fit"] == 3 * 3 * 13 * 4 and jobs["probe_features"] == 2 * 4 * 4
     assert jobs["probe_rank"] == jobs["probe_cross"] == 1
+
+
+# -- overlays that are not a YAML mapping (adversarial row 13) ----------------------------------
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("", "line 1: empty"), ("# only a comment\n", "line 1: empty"),
+     ("# presets\n- a\n- b\n", "line 2: a list"), ("just text\n", "line 1: a single value"),
+     ("a: 1\nb: : c\n", "line 2, column 4: invalid YAML: mapping values are not allowed"),
+     ("x: [1, 2\n", "line 2, column 1: invalid YAML: expected ',' or ']'")],
+)  # fmt: skip
+def test_bad_overlay_names_its_file_and_line(repo, monkeypatch, tmp_path, capsys, text, needle):
+    from sidflow.cli import main
+
+    monkeypatch.chdir(repo)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config("config.yaml", overlays=[str(bad)])
+    assert f"{bad}, {needle}" in str(err.value)
+    assert main(["validate-config", "--configfile", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+# -- dataset sources (adversarial rows 14, 15) --------------------------------------------------
+def _source_overlay(tmp_path, source: dict, dataset: str = "cifake"):
+    overlay = tmp_path / "source.yaml"
+    overlay.write_text(yaml.safe_dump({"datasets": {dataset: {"source": source}}}))
+    return ["experiments/cifake.yaml", str(overlay)]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "source", "needle"),
+    [("cifake", {"type": "url", "sha256": "0" * 64}, "'url' is a required property"),
+     ("demo", {"type": "local"}, "'path' is a required property")],
+)  # fmt: skip
+def test_source_type_requires_its_location(repo, monkeypatch, tmp_path, dataset, source, needle):
+    monkeypatch.chdir(repo)
+    with pytest.raises(ConfigError, match=needle) as err:
+        load_config("config.yaml", overlays=_source_overlay(tmp_path, source, dataset))
+    assert f"datasets.{dataset}.source" in str(err.value)
+
+
+def test_missing_local_source_is_refused_at_validation(repo, monkeypatch, tmp_path, capsys):
+    from sidflow.cli import main
+
+    monkeypatch.chdir(repo)
+    missing = tmp_path / "nowhere" / "cifake.zip"
+    overlays = _source_overlay(tmp_path, {"type": "local", "path": str(missing)})
+    with pytest.raises(ConfigError, match="datasets.cifake.source.path") as err:
+        load_config("config.yaml", overlays=overlays)
+    assert str(missing) in str(err.value) and "does not exist" in str(err.value)
+    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    for o in overlays:
+        cfg = deep_merge(cfg, yaml.safe_load(Path(o).read_text()))
+    validate(cfg, SCHEMA)
+    with pytest.raises(ConfigError, match="does not exist"):  # the Snakefile's check
+        check_semantics(cfg, load_sheet(cfg["generators_sheet"]))
+    assert main(["validate-config", *(a for o in overlays for a in ("--configfile", o))]) == 2
+    assert str(missing) in capsys.readouterr().err
+    missing.parent.mkdir()
+    missing.write_bytes(b"PK")  # present: accepted (its content is read by the download step)
+    assert load_config("config.yaml", overlays=overlays)["datasets"]["cifake"]["source"]["path"]
+
+
+def test_missing_local_source_is_fine_once_downloaded(tmp_path, monkeypatch, repo):
+    """Relative paths are relative to the working folder (where Snakemake runs); a source
+    whose generators are all in data/raw/ already is not needed any more."""
+    monkeypatch.chdir(repo)
+    cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
+    sheet = load_sheet(cfg["generators_sheet"])
+    cfg["datasets"]["cifake"]["source"]["path"] = "data/downloads/gone.zip"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw/cifake/real").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="data/downloads/gone.zip"):
+        check_semantics(cfg, sheet)
+    (tmp_path / "data/raw/cifake/sd14").mkdir(parents=True)
+    check_semantics(cfg, sheet)
+    (tmp_path / "data/downloads").mkdir()
+    (tmp_path / "data/downloads/gone.zip").write_bytes(b"PK")
+    (tmp_path / "data/raw/cifake/sd14").rmdir()
+    check_semantics(cfg, sheet)
+
+
+def test_snakemake_refuses_a_missing_local_source_at_start(repo, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: {cifake: {source: {type: local, path: data/downloads/nope.zip}}}\n"
+                   "use_datasets: [cifake]\n"
+                   "experiment: {train_generators: [cifake/real, cifake/sd14]}\n")  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=repo,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode != 0
+    assert "data/downloads/nope.zip" in r.stdout + r.stderr

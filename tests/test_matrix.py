@@ -7,14 +7,27 @@ from sidflow.config import ConfigError, Plan, load_config, load_sheet
 from sidflow.matrix import collect_matrix, matrix_cells, matrix_html, write_cell_overlays
 
 
+@pytest.fixture
+def lsun_source(tmp_path):
+    """An overlay pointing lsun-bedroom at a folder that exists (local sources are checked
+    at validation; the data itself is not read here)."""
+    (tmp_path / "lsun-bedroom").mkdir()
+    overlay = tmp_path / "lsun-source.yaml"
+    overlay.write_text(
+        f"datasets: {{lsun-bedroom: {{source: {{path: {tmp_path / 'lsun-bedroom'}}}}}}}\n"
+    )
+    return str(overlay)
+
+
 @pytest.mark.parametrize(
     "preset, train",
     [("exp1-ldm", ["lsun-bedroom/real", "lsun-bedroom/ldm"]),
      ("exp2-adm-ldm", ["lsun-bedroom/real", "lsun-bedroom/adm", "lsun-bedroom/ldm"])],
 )  # fmt: skip
-def test_paper_presets_train_on_their_subsets_and_test_on_all(repo, monkeypatch, preset, train):
+def test_paper_presets_train_on_their_subsets_and_test_on_all(repo, monkeypatch, preset, train,
+                                                              lsun_source):  # fmt: skip
     monkeypatch.chdir(repo)
-    cfg = load_config("config.yaml", overlays=[f"experiments/{preset}.yaml"])
+    cfg = load_config("config.yaml", overlays=[f"experiments/{preset}.yaml", lsun_source])
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.train_keys() == train
     assert set(plan.test_keys()) == {
@@ -22,9 +35,9 @@ def test_paper_presets_train_on_their_subsets_and_test_on_all(repo, monkeypatch,
     }
 
 
-def test_cross_and_logo_cells(repo, monkeypatch):
+def test_cross_and_logo_cells(repo, monkeypatch, lsun_source):
     monkeypatch.chdir(repo)
-    cfg = load_config("config.yaml", overlays=["experiments/lsun-cross.yaml"])
+    cfg = load_config("config.yaml", overlays=["experiments/lsun-cross.yaml", lsun_source])
     cross = matrix_cells(cfg, "cross")
     assert cross["lsun-x-lsun-bedroom-adm"] == ["lsun-bedroom/real", "lsun-bedroom/adm"]
     assert len(cross) == 4

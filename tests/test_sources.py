@@ -91,7 +91,38 @@ def test_url_source_downloads_checks_and_extracts(tmp_path, server):
     src = {"type": "url", "url": f"{server}/data.zip", "sha256": digest}
     s = fetch_generator("d", src, ROW, tmp_path / "raw", download_dir=tmp_path / "dl")
     assert s["files"] == 3
-    assert (tmp_path / "dl" / "d" / "data.zip").read_bytes() == RangeHandler.payload
+    (archive,) = (tmp_path / "dl" / "d").glob("*/data.zip")  # one folder per URL (+ sha256)
+    assert archive.read_bytes() == RangeHandler.payload
+
+
+def test_changed_url_does_not_reuse_the_old_archive(tmp_path, server):
+    """The cached archive is keyed by URL (+ sha256 when given), not by its file name."""
+    old_src, old_zip = make_archive(tmp_path / "old")
+    new_src = tmp_path / "new" / "src"
+    write_images(new_src / "train" / "FAKE", 5, seed=7)
+    new_zip = tmp_path / "new" / "data.zip"
+    with zipfile.ZipFile(new_zip, "w") as zf:
+        for p in sorted(new_src.rglob("*.png")):
+            zf.write(p, p.relative_to(new_src).as_posix())
+    RangeHandler.fail_first = 0
+    kw = {"download_dir": tmp_path / "dl"}
+    RangeHandler.payload = old_zip.read_bytes()
+    a = fetch_generator(
+        "d", {"type": "url", "url": f"{server}/v1/data.zip"}, ROW, tmp_path / "a", **kw
+    )
+    RangeHandler.payload = new_zip.read_bytes()
+    b = fetch_generator(
+        "d", {"type": "url", "url": f"{server}/v2/data.zip"}, ROW, tmp_path / "b", **kw
+    )
+    assert (a["files"], b["files"]) == (3, 5)
+    # the same URL is not downloaded again; a pinned sha256 gets its own entry
+    n = len(RangeHandler.requests)
+    fetch_generator("d", {"type": "url", "url": f"{server}/v2/data.zip"}, ROW, tmp_path / "c", **kw)
+    assert len(RangeHandler.requests) == n
+    digest = hashlib.sha256(RangeHandler.payload).hexdigest()
+    src = {"type": "url", "url": f"{server}/v2/data.zip", "sha256": digest}
+    assert fetch_generator("d", src, ROW, tmp_path / "e", **kw)["files"] == 5
+    assert len(list((tmp_path / "dl" / "d").glob("*/data.zip"))) == 3
 
 
 def test_url_resumes_partial_download_and_retries(tmp_path, server):

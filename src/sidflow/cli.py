@@ -58,9 +58,11 @@ def cmd_predict(args) -> int:
 
 def cmd_validate(args) -> int:
     from sidflow.config import ConfigError, load_config
+    from sidflow.probe.plan import check_probe
 
-    try:
+    try:  # the Snakefile's checks: schema, semantics, sources, generators sheet, probe grid
         cfg = load_config(args.config, overlays=args.configfile or [])
+        check_probe(cfg)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import yaml
 from sidflow.registry import DETECTOR_KINDS, DetectorKind, UnknownNameError
 
 SCHEMA_DIR = Path("workflow/schemas")
+RAW_DIR = Path("data/raw")  # the download step's output: data/raw/<dataset>/<generator>
 
 # Detector names (in scores, metrics and output paths). Which kind a name is comes from
 # Plan.detector_kind, never from the name itself.
@@ -128,6 +129,25 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
             raise ConfigError(
                 f"experiment.run_students: {name!r} is not defined under experiment.students"
             )
+    check_sources(cfg, sheet)
+
+
+def check_sources(cfg: dict, sheet: pd.DataFrame) -> None:
+    """Every ``local`` source of a dataset in use exists. Relative paths are relative to the
+    working folder (where Snakemake runs); a source whose generators are all downloaded
+    (``data/raw/<dataset>/<generator>``) already is not needed any more."""
+    for ds in cfg["use_datasets"]:
+        source = cfg["datasets"][ds]["source"]
+        if source["type"] != "local" or Path(source["path"]).exists():
+            continue
+        generators = sheet.loc[sheet["dataset"] == ds, "generator"]
+        if len(generators) and all((RAW_DIR / ds / g).is_dir() for g in generators):
+            continue
+        where = "" if Path(source["path"]).is_absolute() else f" (relative to {Path.cwd()})"
+        raise ConfigError(
+            f"datasets.{ds}.source.path: the local source {source['path']} does not exist{where}; "
+            "put the data there or fix the path"
+        )
 
 
 def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
@@ -145,12 +165,41 @@ def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
     return sheet
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A config file or overlay: a YAML mapping. Errors name the file and the line."""
+    text = Path(path).read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark, ctx = exc.problem_mark, exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+        context = (
+            f" ({exc.context} at line {ctx.line + 1}, column {ctx.column + 1})"
+            if exc.context and ctx
+            else ""
+        )
+        raise ConfigError(f"{path}, {where}: invalid YAML: {exc.problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if node is None:
+        raise ConfigError(f"{path}, line 1: empty; expected a mapping of config keys (key: value)")
+    if not isinstance(node, yaml.MappingNode):
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        raise ConfigError(
+            f"{path}, line {node.start_mark.line + 1}: {kind} at the top level; "
+            "expected a mapping of config keys (key: value)"
+        )
+    return yaml.safe_load(text)
+
+
 def load_config(
     path: str | Path = "config.yaml", overlays=(), schema_dir: Path = SCHEMA_DIR
 ) -> dict:
-    cfg = yaml.safe_load(Path(path).read_text())
+    """The validated config: ``path`` with ``overlays`` merged in order, then the schema
+    (defaults filled), the semantic checks and the generators sheet (as the Snakefile does)."""
+    cfg = read_yaml(path)
     for o in overlays:
-        cfg = deep_merge(cfg, yaml.safe_load(Path(o).read_text()))
+        cfg = deep_merge(cfg, read_yaml(o))
     validate(cfg, schema_dir / "config.schema.yaml")
     check_semantics(cfg, load_sheet(cfg["generators_sheet"], schema_dir))
     return cfg

@@ -6,7 +6,8 @@ Sources are pluggable (:data:`SOURCES`):
   (:mod:`sidflow.data.demo`), nothing fetched.
 * ``local``: a folder or a zip/tar archive already on disk.
 * ``url``: an HTTP(S) archive, downloaded resumably with retries and checked
-  against its sha256, then extracted like ``local``.
+  against its sha256, then extracted like ``local``. The archive is cached under
+  ``data/downloads/<dataset>/<key>/`` with a key made of the URL (+ sha256 when given).
 
 Each generator of the sheet names the sub-folder of the source that holds its
 images (``source_subdir``).
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidflow.data.archive import extract, is_archive
-from sidflow.io import atomic_dir, atomic_path, sha256_file
+from sidflow.io import atomic_dir, atomic_path, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,19 @@ def download_url(
     return dest
 
 
+def archive_path(source: dict, download_dir: Path) -> Path:
+    """Where a url source's archive is cached: ``<download_dir>/<key>/<file name>``, the key
+    a hash of the URL (+ the sha256 when given), so a changed URL never reuses another's file."""
+    url = source["url"]
+    name = source.get("filename") or url.rstrip("/").rsplit("/", 1)[-1]
+    key = sha256_bytes(f"{url}\n{source.get('sha256') or ''}".encode())[:16]
+    return Path(download_dir) / key / name
+
+
 def fetch_url(source: dict, subdir: str, dest: Path, download_dir: Path) -> int:
-    name = source.get("filename") or source["url"].rstrip("/").rsplit("/", 1)[-1]
-    archive = download_url(source["url"], Path(download_dir) / name, source.get("sha256"))
+    if not source.get("url"):
+        raise ValueError("url source without a url (set datasets.<name>.source.url)")
+    archive = download_url(source["url"], archive_path(source, download_dir), source.get("sha256"))
     return extract(archive, dest, prefix=subdir)
 
 
