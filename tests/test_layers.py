@@ -123,3 +123,18 @@ def test_a_registry_takes_plugins_and_lazy_entries():
     with pytest.raises(RuntimeError, match="did not register widget 'broken'"):
         reg.get("broken")
     assert "double" in reg and reg.check("double") == "double"
+
+
+def test_light_jobs_import_neither_torch_nor_transformers():
+    """Data, label, metadata, evaluation, teacher-score and report jobs start in about a second:
+    their entry points must not pull in torch or transformers (each Snakemake job is a process)."""
+    light = ["sidflow.config", "sidflow.data.sources", "sidflow.data.preprocess",
+             "sidflow.data.manifest", "sidflow.audit.metadata", "sidflow.evaluate.metrics",
+             "sidflow.evaluate.scores", "sidflow.report.html"]  # fmt: skip
+    code = (
+        f"import sys\nfor m in {light!r}: __import__(m)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

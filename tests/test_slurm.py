@@ -9,10 +9,12 @@ root is missing, except in CI (``.ci/run`` installs SLURM).
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from helpers import CONFIGS, copy_workflow, run_snakemake
 from slurm_cluster import available, jobcomp_records, scontrol_jobs, slurm_cluster
@@ -54,26 +56,52 @@ def slurm_run(cluster, tmp_path_factory):
     return work, r.stdout + r.stderr
 
 
+def submissions(work: Path, out: str) -> dict[str, tuple[str, list[str]]]:
+    """SLURM job id -> (rule or group name, the Snakemake jobs' rules it ran). A single job's
+    rule comes from its log folder (``rule_<rule>``); a group job's folder is
+    ``group_<group>_<its rules>`` and its rules are read from its SLURM log, where the Snakemake
+    run inside the job prints ``rule <name>:`` once per job it runs (and ``localrule <name>:``
+    again from the job step)."""
+    found = re.findall(
+        r"submitted with SLURM jobid (\d+) \(log: (\S+?/(rule|group)_(\w+?)/\S*?)\)", out
+    )
+    result = {}
+    for jobid, log, kind, name in found:
+        if kind == "rule":
+            result[jobid] = (name, [name])
+        else:
+            text = (work / log).read_text()  # absolute logs stay absolute under `/`
+            result[jobid] = (name, re.findall(r"^rule (\w+):", text, re.MULTILINE))
+    return result
+
+
 def test_every_job_ran_as_a_completed_slurm_job(slurm_run, cluster):
     work, out = slurm_run
-    submitted = dict(
-        re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*?/rule_(\w+?)/", out)
-    )  # jobid -> rule
+    submitted = submissions(work, out)
     jobs = {j["JobId"]: j for j in scontrol_jobs()}
     assert submitted and set(submitted) <= set(jobs)
-    rules = set(submitted.values())
+    rules = {rule for _, ran in submitted.values() for rule in ran}
     assert {"download", "preprocess", "label", "teacher_finetune", "student_distill",
             "evaluate", "report"} <= rules  # fmt: skip
-    for jobid, rule in submitted.items():
+    groups = yaml.safe_load((work / "profiles/slurm/config.yaml").read_text())["groups"]
+    for jobid, (name, ran) in submitted.items():
         job = jobs[jobid]
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
-        assert job["Comment"].startswith(f"rule_{rule}")
+        assert job["Comment"].startswith(f"rule_{name}")
+        group = name.split("_")[0]  # group folders/comments: <group>_<its rules>
+        assert ran and all(r == name or groups.get(r) == group for r in ran), (name, ran)
         # --gpus=1 shows as TresPerJob, --gres=gpu:1 as TresPerNode
         gres = " ".join(v for k, v in job.items() if k.startswith("TresPer"))
-        if rule in GPU_RULES:
+        if set(ran) & GPU_RULES:
             assert job["Partition"] == "gpu" and "gpu:1" in gres, job
         else:
             assert job["Partition"] == "cpu" and "gpu" not in gres, job
+    # every Snakemake job except the local target rule ran inside a SLURM job, and the profile's
+    # groups put several of them into one submission
+    total = int(re.search(r"(\d+) of \1 steps \(100%\) done", out).group(1))
+    assert sum(len(ran) for _, ran in submitted.values()) == total - 1
+    assert len(submitted) < total - 1 - 10, (len(submitted), total)
+    assert {name.split("_")[0] for name, _ in submitted.values()} >= {"data", "scores", "summary"}
     done = {r["JobId"] for r in jobcomp_records(cluster) if r["JobState"] == "COMPLETED"}
     assert set(submitted) <= done
     # each job wrote its own SLURM log (kept here; the plugin deletes successful ones by default)

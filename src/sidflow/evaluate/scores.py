@@ -12,10 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from sidflow.data.loading import load_images
-from sidflow.devices import amp_dtype, select_device
 from sidflow.io import write_parquet
 from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
 
@@ -23,7 +20,8 @@ from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
 def score_teacher_from_cache(
     cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path
 ) -> int:
-    """A teacher's scores come straight from its cache: it is never re-run here."""
+    """A teacher's scores come straight from its cache: it is never re-run here (nor is
+    torch imported: this job only reads Parquet)."""
     man = pd.read_parquet(manifest)
     man = man[man["split"].isin(SCORE_SPLITS)]
     cache = pd.read_parquet(cache_path, columns=["image_id", "p_fake"])
@@ -42,7 +40,10 @@ def score_student(
 ) -> int:  # fmt: skip
     """A student's scores on the val/test images of one generator, optionally after a
     test-time perturbation ``chain`` (see :mod:`sidflow.data.perturb`)."""
-    from sidflow.data.loading import ImageBank
+    import torch
+
+    from sidflow.data.loading import ImageBank, load_images
+    from sidflow.devices import amp_dtype, select_device
     from sidflow.models.student import load_student, predict
 
     model, meta = load_student(model_dir)

@@ -1,0 +1,1 @@
+"""Teacher logit/feature cache (Parquet), the product's central artifact."""

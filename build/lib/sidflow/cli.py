@@ -1,0 +1,174 @@
+"""The ``sidflow`` command: what is not a DAG step.
+
+    sidflow predict --model results/demo/models/student-kd images/ more/*.png --output preds.csv
+    sidflow validate-config [--configfile experiments/cifake.yaml]
+    sidflow hash FILE...          # sha256 to pin a dataset archive in config
+    sidflow train-student --spec spec.json   # also: torchrun ... -m sidflow.cli train-student
+    sidflow export --model results/demo/models/student-kd --format onnx torchscript
+    sidflow matrix --mode cross --configfile experiments/lsun-cross.yaml   # one experiment per cell
+
+The pipeline itself runs with ``snakemake --profile profiles/local``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from sidflow import __version__
+
+FIELDS = ["path", "p_fake", "verdict", "threshold", "model", "reason"]
+
+
+def cmd_predict(args) -> int:
+    from sidflow.devices import select_device
+    from sidflow.predict import predict_paths
+
+    device = str(select_device(args.device))
+    rows, counts = [], {"real": 0, "fake": 0, "quarantined": 0}
+    writer = None
+    out = (
+        open(args.output, "w", newline="") if args.output and args.output.endswith(".csv") else None
+    )  # noqa: SIM115
+    try:
+        if out:
+            writer = csv.DictWriter(out, fieldnames=FIELDS)
+            writer.writeheader()
+        for row in predict_paths(
+            args.model, args.paths, args.batch_size, device, progress=args.progress
+        ):
+            counts[row["verdict"]] += 1
+            if writer:
+                writer.writerow(row)
+            else:
+                rows.append(row)
+            if not args.quiet:
+                pf = "      -" if row["p_fake"] is None else f"{row['p_fake']:.4f}"
+                print(
+                    f"{pf}  {row['verdict']:<11}  {row['path']}"
+                    + (f"  ({row['reason']})" if row["reason"] else "")
+                )
+    finally:
+        if out:
+            out.close()
+    if args.output and not writer:
+        Path(args.output).write_text(json.dumps(rows, indent=1))
+    print(f"# {sum(counts.values())} files: {counts['fake']} fake, {counts['real']} real, "
+          f"{counts['quarantined']} quarantined", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from sidflow.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, overlays=args.configfile or [])
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"ok: experiment {cfg['experiment']['name']!r}, datasets {cfg['use_datasets']}")
+    return 0
+
+
+def cmd_train_student(args) -> int:
+    from sidflow.io import setup_logging
+    from sidflow.train.launch import run_spec_file
+
+    setup_logging(None)
+    run_spec_file(args.spec)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from sidflow.io import setup_logging
+    from sidflow.models.export import export_student
+
+    setup_logging(None)
+    for fmt, r in export_student(args.model, args.format, args.atol).items():
+        print(
+            f"{fmt}: {Path(args.model) / r['path']} (max |logit diff| vs PyTorch {r['max_abs_diff']:.2e})"
+        )
+    return 0
+
+
+def cmd_hash(args) -> int:
+    from sidflow.io import sha256_file
+
+    for f in args.files:
+        print(f"{sha256_file(f)}  {f}")
+    return 0
+
+
+def cmd_matrix(args) -> int:
+    from sidflow.matrix import run_matrix
+
+    return run_matrix(args.mode, args.configfile or [], args.profile, args.dry_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"sidflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "predict", help="classify image files, folders or globs with a trained student"
+    )
+    p.add_argument("paths", nargs="+", help="files, folders (recursive) or glob patterns")
+    p.add_argument(
+        "--model", required=True, help="a student folder, e.g. results/demo/models/student-kd"
+    )
+    p.add_argument("--output", help="write results to this .csv (or .json) file")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--quiet", action="store_true", help="do not print one line per file")
+    p.set_defaults(func=cmd_predict)
+    v = sub.add_parser("validate-config", help="check config.yaml (+ overlays) against the schema")
+    v.add_argument("--config", default="config.yaml")
+    v.add_argument("--configfile", action="append", help="overlay, as with snakemake --configfile")
+    v.set_defaults(func=cmd_validate)
+    t = sub.add_parser("train-student", help="train a student from a spec (also under torchrun)")
+    t.add_argument("--spec", required=True, help="JSON spec, see sidflow.train.launch")
+    t.set_defaults(func=cmd_train_student)
+    e = sub.add_parser("export", help="export a student to ONNX / TorchScript with a parity check")
+    e.add_argument("--model", required=True, help="a student folder")
+    e.add_argument(
+        "--format", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"]
+    )
+    e.add_argument(
+        "--atol", type=float, default=1e-3, help="max |logit difference| allowed vs PyTorch"
+    )
+    e.set_defaults(func=cmd_export)
+    h = sub.add_parser("hash", help="print sha256 of files (to pin dataset archives in config)")
+    h.add_argument("files", nargs="+")
+    h.set_defaults(func=cmd_hash)
+    m = sub.add_parser(
+        "matrix", help="cross-generator / leave-one-generator-out matrix of experiments"
+    )
+    m.add_argument("--mode", required=True, choices=["cross", "logo"])
+    m.add_argument(
+        "--configfile", action="append", help="overlay(s) naming datasets, detectors, base name"
+    )
+    m.add_argument("--profile", default="profiles/local")
+    m.add_argument(
+        "--dry-run", action="store_true", help="write the cell overlays and dry-run each cell"
+    )
+    m.set_defaults(func=cmd_matrix)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"sidflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Configuration: validation against the JSON Schema and the generators sheet.
+
+The Snakefile validates with ``snakemake.utils.validate``; this module gives the
+same checks (and the derived lists the rules need) to Python callers and tests::
+
+    cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from sidflow.registry import DETECTOR_KINDS, DetectorKind, UnknownNameError
+
+SCHEMA_DIR = Path("workflow/schemas")
+
+# Detector names (in scores, metrics and output paths). Which kind a name is comes from
+# Plan.detector_kind, never from the name itself.
+AUDIT_DETECTOR = "audit-metadata"  # the shortcut audit's scores, beside the real detectors
+TEACHER_DETECTOR = "teacher-{teacher}"  # a teacher scored from its cache
+PROBE_DETECTOR = "probe:{backbone}/{reduction}/{classifier}/{transform}"  # a probe-grid cell
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        out[k] = (
+            deep_merge(out[k], v)
+            if isinstance(v, dict) and isinstance(out.get(k), dict)
+            else copy.deepcopy(v)
+        )
+    return out
+
+
+def _with_defaults(validator_cls):
+    validate_props = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def validate(instance: dict, schema_path: str | Path, set_defaults: bool = True) -> dict:
+    """Validate (and fill defaults into) ``instance``; errors name the offending key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    validator = (_with_defaults(cls) if set_defaults else cls)(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        msgs = [f"{'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
+        raise ConfigError(f"invalid configuration ({schema_path}):\n  " + "\n  ".join(msgs))
+    return instance
+
+
+def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
+    """Checks a JSON Schema cannot express: sums, cross references."""
+    total = sum(cfg["splits"].values())
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"splits: fractions must sum to 1, got {total}")
+    known = set(sheet["dataset"] + "/" + sheet["generator"])
+    for ds in cfg["use_datasets"]:
+        if ds not in cfg["datasets"]:
+            raise ConfigError(f"use_datasets: {ds!r} is not in datasets")
+        if ds not in set(sheet["dataset"]):
+            raise ConfigError(
+                f"use_datasets: {ds!r} has no generators in {cfg['generators_sheet']}"
+            )
+    exp = cfg["experiment"]
+    active = {k for k in known if k.split("/")[0] in cfg["use_datasets"]}
+    for key in exp["train_generators"] + (
+        [] if exp.get("test_generators", "all") == "all" else exp["test_generators"]
+    ):
+        if key not in active:
+            raise ConfigError(
+                f"experiment: generator {key!r} is not an active generator ({sorted(active)})"
+            )
+    for t in exp.get("teachers", []):
+        if t not in cfg.get("teachers", {}):
+            raise ConfigError(f"experiment.teachers: {t!r} is not defined under teachers")
+    for name, variant in exp.get("students", {}).items():
+        for t in variant.get("teachers", []):
+            if t not in exp.get("teachers", []):
+                raise ConfigError(
+                    f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
+                )
+    for name in cfg.get("perturbations", {}):
+        if re.fullmatch(r"none|aug\d+", name):
+            raise ConfigError(
+                f"perturbations: {name!r} is reserved (clean images / RINE training views)"
+            )
+    kinds: dict[str, str] = {}
+    for name, kind, _ in defined_detectors(cfg):
+        if kinds.setdefault(name, kind) != kind:
+            raise ConfigError(
+                f"detector name {name!r} is both a {kinds[name]} and a {kind} "
+                "(scores and models are stored by detector name)"
+            )
+    for name in exp.get("perturbations") or []:
+        if name == "none" or name not in cfg.get("perturbations", {}):
+            raise ConfigError(
+                f"experiment.perturbations: {name!r} is not defined under perturbations"
+            )
+    for name in exp.get("run_rine") or []:
+        if name not in (exp.get("rine") or {}):
+            raise ConfigError(f"experiment.run_rine: {name!r} is not defined under experiment.rine")
+    for name in exp.get("run_students") or []:
+        if name not in exp.get("students", {}):
+            raise ConfigError(
+                f"experiment.run_students: {name!r} is not defined under experiment.students"
+            )
+
+
+def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
+    sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    for i, row in enumerate(sheet.to_dict("records")):
+        try:
+            validate(row, schema_dir / "generators.schema.yaml", set_defaults=False)
+        except ConfigError as exc:
+            raise ConfigError(f"{path} row {i + 2}: {exc}") from None
+    dup = sheet.duplicated(["dataset", "generator"])
+    if dup.any():
+        raise ConfigError(
+            f"{path}: duplicated dataset/generator rows: {sheet[dup][['dataset', 'generator']].values.tolist()}"
+        )
+    return sheet
+
+
+def load_config(
+    path: str | Path = "config.yaml", overlays=(), schema_dir: Path = SCHEMA_DIR
+) -> dict:
+    cfg = yaml.safe_load(Path(path).read_text())
+    for o in overlays:
+        cfg = deep_merge(cfg, yaml.safe_load(Path(o).read_text()))
+    validate(cfg, schema_dir / "config.schema.yaml")
+    check_semantics(cfg, load_sheet(cfg["generators_sheet"], schema_dir))
+    return cfg
+
+
+def config_digest(obj) -> str:
+    """SHA-256 of ``obj`` as canonical JSON: a small stand-in for a config part that a rule
+    renders (a ``params:`` value that changes exactly when that part does)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def probe_cells(cfg: dict) -> list[tuple[str, str, str, str]]:
+    """(backbone, reduction, classifier, transform) of every probe-grid cell (none if disabled)."""
+    probe = cfg.get("probe") or {}
+    if not probe.get("enabled"):
+        return []
+    g = probe.get("grid") or {}
+    axes = ("backbones", "reductions", "classifiers", "transforms")
+    return list(itertools.product(*(g.get(a, []) for a in axes)))
+
+
+def defined_detectors(cfg: dict) -> list[tuple[str, str, str]]:
+    """(name, kind, config entry) of every detector the config defines, whether this run
+    scores it or not: teachers, student and RINE variants, the metadata audit, probe cells."""
+    exp = cfg["experiment"]
+    out = [(TEACHER_DETECTOR.format(teacher=t), "teacher", t) for t in cfg.get("teachers", {})]
+    out += [(s, "student", s) for s in exp.get("students") or {}]
+    out += [(r, "rine", r) for r in exp.get("rine") or {}]
+    out.append((AUDIT_DETECTOR, "audit", "shortcut_audit"))
+    for b, r, c, t in probe_cells(cfg):
+        name = PROBE_DETECTOR.format(backbone=b, reduction=r, classifier=c, transform=t)
+        out.append((name, "probe", f"{b}/{r}/{c}/{t}"))
+    return out
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A detector name with its kind and the config entry it comes from (the teacher's
+    name for a teacher, the variant's name for a student or RINE detector, the cell for a
+    probe cell)."""
+
+    name: str
+    kind: DetectorKind
+    source: str
+
+
+@dataclass
+class Plan:
+    """Everything the rules derive from the config: which jobs exist."""
+
+    cfg: dict
+    sheet: pd.DataFrame
+
+    def generators(self) -> list[tuple[str, str]]:
+        rows = self.sheet[self.sheet["dataset"].isin(self.cfg["use_datasets"])]
+        return list(zip(rows["dataset"], rows["generator"], strict=True))
+
+    def generator_row(self, dataset: str, generator: str) -> dict:
+        rows = self.sheet[
+            (self.sheet["dataset"] == dataset) & (self.sheet["generator"] == generator)
+        ]
+        if rows.empty:
+            raise KeyError(f"{dataset}/{generator} is not in the generators sheet")
+        return rows.iloc[0].to_dict()
+
+    @property
+    def experiment(self) -> dict:
+        return self.cfg["experiment"]
+
+    def train_keys(self) -> list[str]:
+        return list(self.experiment["train_generators"])
+
+    def test_keys(self) -> list[str]:
+        t = self.experiment.get("test_generators", "all")
+        return [f"{d}/{g}" for d, g in self.generators()] if t == "all" else list(t)
+
+    def teacher_train_keys(self, teacher: str) -> list[str]:
+        return list(self.cfg["teachers"][teacher].get("train_generators") or self.train_keys())
+
+    def student_teachers(self, variant: str) -> list[str]:
+        v = self.experiment["students"][variant]
+        if v.get("alpha", 1.0) == 0 and v.get("beta", 0.0) == 0:
+            return []
+        return list(v.get("teachers") or self.experiment.get("teachers", []))
+
+    def students(self) -> list[str]:
+        """The student variants this run trains: ``run_students``, else every defined one."""
+        run = self.experiment.get("run_students")
+        return list(run) if run else list(self.experiment.get("students", {}))
+
+    def rines(self) -> list[str]:
+        """The RINE detectors this run trains: ``run_rine`` (may be empty), else every defined one."""
+        run = self.experiment.get("run_rine")
+        return list(run) if run is not None else list(self.experiment.get("rine") or {})
+
+    def trained(self) -> list[str]:
+        """Detectors scored from images (students and RINE): the ones perturbations apply to."""
+        return [n for n, k in self.detector_kinds().items() if k.scored_from == "images"]
+
+    def rine_views(self) -> list[str]:
+        """Cached CLIP views of the training images: ``aug1..augK``, or ``none`` if K = 0."""
+        k = self.cfg.get("rine", {}).get("augment", {}).get("views", 2)
+        return [f"aug{i}" for i in range(1, k + 1)] or ["none"]
+
+    # -- detectors and their kinds -----------------------------------------------------------
+    def teacher_detector(self, teacher: str) -> str:
+        """The detector name of ``teacher``'s scores (``teacher-<name>``)."""
+        return TEACHER_DETECTOR.format(teacher=teacher)
+
+    def detector_kinds(self) -> dict[str, DetectorKind]:
+        """Every detector the evaluate step scores, in order (teachers, students, RINE, the
+        metadata audit if enabled), with its kind."""
+        kinds = [(self.teacher_detector(t), "teacher") for t in self.experiment.get("teachers", [])]
+        kinds += [(s, "student") for s in self.students()]
+        kinds += [(r, "rine") for r in self.rines()]
+        if self.experiment.get("shortcut_audit", True):
+            kinds.append((AUDIT_DETECTOR, "audit"))
+        return {name: DETECTOR_KINDS.get(kind) for name, kind in kinds}
+
+    def detectors(self) -> list[str]:
+        """Every scored detector: teachers, trained ones, and the metadata audit if enabled."""
+        return list(self.detector_kinds())
+
+    def detectors_of(self, *kinds: str) -> list[str]:
+        """This run's detectors of the given kinds, in :meth:`detectors` order; the kind
+        ``probe`` gives the probe grid's cells (scored by the grid, not the evaluate step)."""
+        for kind in kinds:
+            DETECTOR_KINDS.check(kind)
+        names = [n for n, k in self.detector_kinds().items() if k.name in kinds]
+        if "probe" in kinds:
+            names += [n for n, k, _ in defined_detectors(self.cfg) if k == "probe"]
+        return names
+
+    def defined(self, kind: str) -> list[str]:
+        """Every detector of ``kind`` the config defines, run by this experiment or not."""
+        DETECTOR_KINDS.check(kind)
+        return [n for n, k, _ in defined_detectors(self.cfg) if k == kind]
+
+    def detector(self, name: str) -> Detector:
+        """Name, kind and config entry of any detector the config defines."""
+        for n, kind, source in defined_detectors(self.cfg):
+            if n == name:
+                return Detector(n, DETECTOR_KINDS.get(kind), source)
+        raise UnknownNameError("detector", name, [n for n, _, _ in defined_detectors(self.cfg)])
+
+    def detector_kind(self, name: str) -> DetectorKind:
+        """The kind of any detector the config defines (:class:`UnknownNameError` if none)."""
+        return self.detector(name).kind

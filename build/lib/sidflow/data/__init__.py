@@ -1,0 +1,1 @@
+"""Data stages: sources (download), image normalisation (preprocess), manifests (label)."""

@@ -1,0 +1,110 @@
+"""Read manifests + processed shards into memory and into torch tensors.
+
+Training and scoring read the processed JPEG bytes joined to the manifest on
+``image_id``; nothing re-reads the raw files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from sidflow.data.images import decode_jpeg_array
+from sidflow.data.preprocess import part_files
+
+
+def load_images(
+    manifest_paths: Sequence[str | Path | pd.DataFrame],
+    processed_dirs: Sequence[str | Path],
+    splits: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Manifest rows (optionally only ``splits``) with their processed ``jpeg`` bytes.
+
+    Each manifest is a Parquet path or an already-loaded manifest DataFrame."""
+    if len(manifest_paths) != len(processed_dirs):
+        raise ValueError("one processed folder per manifest is needed")
+    frames = []
+    for mpath, pdir in zip(manifest_paths, processed_dirs, strict=True):
+        man = mpath if isinstance(mpath, pd.DataFrame) else pd.read_parquet(mpath)
+        if splits is not None:
+            man = man[man["split"].isin(list(splits))]
+        if man.empty:
+            continue
+        wanted = set(man["image_id"])
+        parts = []
+        for part in part_files(pdir):
+            t = pq.read_table(part, columns=["image_id", "jpeg"]).to_pandas()
+            parts.append(t[t["image_id"].isin(wanted)])
+        jpegs = pd.concat(parts, ignore_index=True).drop_duplicates("image_id")
+        merged = man.merge(jpegs, on="image_id", how="left", validate="one_to_one")
+        missing = merged["jpeg"].isna().sum()
+        if missing:
+            name = "manifest" if isinstance(mpath, pd.DataFrame) else mpath
+            raise ValueError(f"{name}: {missing} manifest rows have no processed image in {pdir}")
+        frames.append(merged)
+    if not frames:
+        raise ValueError(f"no images in splits {splits} of {list(manifest_paths)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def to_tensor(jpegs: Sequence[bytes], mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
+    """Decode JPEG bytes to a float tensor N x 3 x H x W normalised by (x/255-mean)/std."""
+    arr = np.stack([decode_jpeg_array(j) for j in jpegs]).astype(np.float32) / 255.0
+    return (torch.from_numpy(arr).permute(0, 3, 1, 2) - mean) / std
+
+
+class JpegDataset(torch.utils.data.Dataset):
+    """Decodes processed JPEGs lazily; yields (image, label, index)."""
+
+    def __init__(self, jpegs: Sequence[bytes], labels: Sequence[int], mean=0.5, std=0.5, augment: bool = False):
+        self.jpegs, self.labels = list(jpegs), torch.tensor(np.asarray(labels), dtype=torch.long)
+        self.mean, self.std, self.augment = mean, std, augment
+
+    def __len__(self) -> int:
+        return len(self.jpegs)
+
+    def __getitem__(self, i: int):
+        x = to_tensor([self.jpegs[i]], self.mean, self.std)[0]
+        if self.augment and torch.rand(()) < 0.5:
+            x = torch.flip(x, dims=[2])
+        return x, self.labels[i], i
+
+
+class ImageBank:
+    """Training images as a uint8 N x 3 x H x W tensor, decoded once when it fits in
+    ``max_bytes`` (else decoded per batch). ``batch(idx)`` returns normalised floats."""
+
+    def __init__(self, jpegs: Sequence[bytes], mean=0.5, std=0.5, max_bytes: int = 4 << 30):
+        self.jpegs, self.mean, self.std = list(jpegs), mean, std
+        self.decoded = None
+        if self.jpegs:
+            h, w, _ = decode_jpeg_array(self.jpegs[0]).shape
+            if len(self.jpegs) * h * w * 3 <= max_bytes:
+                arr = np.stack([decode_jpeg_array(j) for j in self.jpegs])
+                self.decoded = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+    @classmethod
+    def from_arrays(cls, arr: np.ndarray, mean=0.5, std=0.5) -> ImageBank:
+        """A bank over already-decoded N x H x W x 3 uint8 images (e.g. perturbed ones)."""
+        bank = cls([], mean, std)
+        bank.jpegs = [b""] * len(arr)
+        bank.decoded = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).contiguous()
+        return bank
+
+    def __len__(self) -> int:
+        return len(self.jpegs)
+
+    def batch(self, idx, augment: bool = False) -> torch.Tensor:
+        if self.decoded is not None:
+            x = (self.decoded[torch.as_tensor(idx)].float() / 255.0 - self.mean) / self.std
+        else:
+            x = to_tensor([self.jpegs[i] for i in idx], self.mean, self.std)
+        if augment:  # random horizontal flip, from the (per-epoch seeded) torch RNG
+            flip = torch.rand(len(x)) < 0.5
+            x[flip] = torch.flip(x[flip], dims=[3])
+        return x

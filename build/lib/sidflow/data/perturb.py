@@ -1,0 +1,75 @@
+"""Test-time perturbations for the robustness evaluation (one Snakemake wildcard each).
+
+A perturbation is a named chain of operations from config, applied to the processed
+image (what the detector would otherwise see)::
+
+    perturbations:
+      jpeg75: [{jpeg: 75}]
+      blur1: [{blur: 1.0}]
+      resize0.5: [{resize: 0.5}]          # downscale, then upscale back to the input size
+      combo: [{blur: 1.0}, {resize: 0.5}, {jpeg: 75}]
+
+``none`` is the identity. Operations are deterministic (PIL), so scores reproduce.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+OPS = ("jpeg", "blur", "resize", "jitter")
+
+
+def check_chain(chain: Sequence[dict]) -> None:
+    for step in chain:
+        if len(step) != 1 or next(iter(step)) not in OPS:
+            raise ValueError(
+                f"perturbation step {step!r}: one of {OPS} with its parameter expected"
+            )
+        ((op, value),) = step.items()
+        if op == "jpeg" and not 1 <= int(value) <= 100:
+            raise ValueError(f"jpeg quality {value} outside 1..100")
+        if op == "blur" and not 0 < float(value) <= 50:
+            raise ValueError(f"blur sigma {value} outside (0, 50]")
+        if op == "resize" and not 0 < float(value) < 1:
+            raise ValueError(f"resize factor {value} outside (0, 1)")
+        if op == "jitter" and not 0 < float(value) <= 1:
+            raise ValueError(f"colour jitter strength {value} outside (0, 1]")
+
+
+def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
+    """Apply ``chain`` to an H x W x 3 uint8 image; returns the same shape and dtype."""
+    img = Image.fromarray(arr)
+    size = img.size
+    for step in chain:
+        ((op, value),) = step.items()
+        if op == "jpeg":
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=int(value))
+            img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        elif op == "blur":
+            img = img.filter(ImageFilter.GaussianBlur(radius=float(value)))
+        elif op == "jitter":  # brightness, contrast, saturation in [1-v, 1+v], seeded by the image
+            rng = np.random.default_rng(zlib.crc32(np.asarray(img).tobytes()))
+            for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+                img = enhance(img).enhance(float(rng.uniform(1 - float(value), 1 + float(value))))
+        elif op == "resize":
+            small = (max(1, round(size[0] * float(value))), max(1, round(size[1] * float(value))))
+            img = img.resize(small, Image.Resampling.BICUBIC).resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def perturbed_arrays(jpegs: Sequence[bytes], chain: Sequence[dict]) -> np.ndarray:
+    """Decode processed JPEGs and perturb them: N x H x W x 3 uint8."""
+    from sidflow.data.images import decode_jpeg_array
+
+    check_chain(chain)
+    return (
+        np.stack([apply_chain(decode_jpeg_array(j), chain) for j in jpegs])
+        if len(jpegs)
+        else np.zeros((0, 1, 1, 3), np.uint8)
+    )

@@ -1,0 +1,1 @@
+"""Scores tables, metrics per generator and pooled."""

@@ -1,0 +1,219 @@
+"""Metrics per generator and pooled, at a validation-calibrated threshold.
+
+    table = evaluate_scores(scores, train_generators=["demo/real", "demo/ae-deconv"])
+
+For each detector the threshold is calibrated on the *validation* split of its
+training generators (never on test data). Each fake generator is then scored
+against the real test images of its own dataset; ``all`` pools every test image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from sidflow.thresholds import calibrate_threshold
+
+METRICS = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
+           "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "tp", "fp", "tn", "fn",
+           "accuracy_ci_low", "accuracy_ci_high", "ap_ci_low", "ap_ci_high"]  # fmt: skip
+
+
+def tpr_at_fpr(y, p, max_fpr: float) -> float:
+    """Highest true-positive rate at a threshold whose false-positive rate is <= ``max_fpr``."""
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(tpr[fpr <= max_fpr + 1e-12].max())
+
+
+def expected_calibration_error(y, p, bins: int = 15) -> float:
+    """ECE of p_fake as a probability of "fake": equal-width bins, |fake rate - mean p|,
+    weighted by bin size."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in np.unique(which):
+        m = which == b
+        err += m.mean() * abs(y[m].mean() - p[m].mean())
+    return float(err)
+
+
+def binary_metrics(y, p, threshold: float, n_boot: int = 1000) -> dict:
+    """Accuracy (at ``threshold`` and 0.5), real/fake accuracy, F1, AP, AUC, TPR at 1%/5% FPR,
+    Brier score, ECE, confusion counts and bootstrap 95% intervals for accuracy and AP.
+
+    Metrics that need both classes are ``None`` (never NaN) when one is missing;
+    an empty input gives counts of zero and ``None`` everywhere else.
+    """
+    from sidflow.evaluate.bootstrap import bootstrap_ci
+
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    n_real, n_fake = int((y == 0).sum()), int((y == 1).sum())
+    out = {"n_real": n_real, "n_fake": n_fake, "threshold": float(threshold)}
+    if len(y) == 0:
+        return out | dict.fromkeys(METRICS)
+    pred = p >= threshold
+    out["accuracy"] = float((pred == (y == 1)).mean())
+    out["accuracy_at_0.5"] = float(((p >= 0.5) == (y == 1)).mean())
+    out["real_accuracy"] = float((~pred[y == 0]).mean()) if n_real else None
+    out["fake_accuracy"] = float(pred[y == 1].mean()) if n_fake else None
+    tp = int((pred & (y == 1)).sum())
+    denom = int(pred.sum()) + n_fake
+    out["f1"] = 2 * tp / denom if denom and n_fake else None  # undefined without fakes
+    both = n_real > 0 and n_fake > 0
+    out["ap"] = float(average_precision_score(y, p)) if both else None
+    out["auc"] = float(roc_auc_score(y, p)) if both else None
+    out["tpr_at_fpr_1"] = tpr_at_fpr(y, p, 0.01) if both else None
+    out["tpr_at_fpr_5"] = tpr_at_fpr(y, p, 0.05) if both else None
+    out["brier"] = float(np.mean((p - y) ** 2))
+    out["ece"] = expected_calibration_error(y, p)
+    out["tp"], out["fp"] = tp, int((pred & (y == 0)).sum())
+    out["tn"], out["fn"] = int((~pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+    ci = (
+        bootstrap_ci(y, p, threshold, n_boot=n_boot)
+        if n_boot
+        else {"accuracy_ci": None, "ap_ci": None}
+    )
+    out["accuracy_ci_low"], out["accuracy_ci_high"] = ci["accuracy_ci"] or (None, None)
+    out["ap_ci_low"], out["ap_ci_high"] = ci["ap_ci"] or (None, None)
+    return out
+
+
+def object_metrics(scores: pd.DataFrame) -> dict:
+    """Object-class accuracy of a detector's object head on the rows of ``scores`` whose
+    class is known (``None`` when the detector has no object head or no class is known)."""
+    if "object_pred" not in scores or "object_class" not in scores:
+        return {"object_accuracy": None, "n_object": 0}
+    known = scores[scores["object_pred"].notna() & scores["object_class"].notna()]
+    if known.empty:
+        return {"object_accuracy": None, "n_object": 0}
+    acc = float((known["object_pred"] == known["object_class"]).mean())
+    return {"object_accuracy": acc, "n_object": int(len(known))}
+
+
+def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.DataFrame:
+    """Tidy metrics: one row per (detector, perturbation, dataset, generator) plus pooled rows.
+
+    Each detector's threshold is calibrated once, on its *clean* validation scores of the
+    training generators, and applied unchanged to every perturbation (a deployed detector
+    does not know the perturbation it faces)."""
+    scores = scores.assign(key=scores["dataset"] + "/" + scores["generator"])
+    rows = []
+    thresholds = {}
+    for detector, df in scores[scores["perturbation"] == "none"].groupby("detector", sort=True):
+        val = df[(df["split"] == "val") & df["key"].isin(train_generators)]
+        if val.empty:
+            raise ValueError(
+                f"{detector}: no validation scores for the training generators {train_generators}"
+            )
+        thresholds[detector] = calibrate_threshold(val["label"], val["p_fake"])
+    for (detector, perturbation), df in scores.groupby(["detector", "perturbation"], sort=True):
+        if detector not in thresholds:
+            raise ValueError(
+                f"{detector}: perturbed scores without clean ('none') validation scores"
+            )
+        threshold = thresholds[detector]
+        test = df[df["split"] == "test"]
+        for (dataset, generator), g in test.groupby(["dataset", "generator"], sort=True):
+            key = f"{dataset}/{generator}"
+            if g["label"].iloc[0] == 1:
+                reals = test[(test["dataset"] == dataset) & (test["label"] == 0)]
+                if reals.empty:
+                    reals = test[test["label"] == 0]
+                part = pd.concat([reals, g])
+            else:
+                part = g
+            m = binary_metrics(part["label"], part["p_fake"], threshold)
+            rows.append({"detector": detector, "perturbation": perturbation, "dataset": dataset,
+                         "generator": generator, "is_real": bool(g["label"].iloc[0] == 0),
+                         "in_distribution": key in train_generators, **m, **object_metrics(g)})  # fmt: skip
+        m = binary_metrics(test["label"], test["p_fake"], threshold)
+        rows.append({"detector": detector, "perturbation": perturbation, "dataset": "all", "generator": "all",
+                     "is_real": False, "in_distribution": False, **m, **object_metrics(test)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def metrics_json(table: pd.DataFrame) -> dict:
+    """Nested {detector: {dataset/generator: {metric: value}}} for ``dvc metrics show``."""
+    out: dict = {}
+    keep = [
+        "accuracy",
+        "accuracy_at_0.5",
+        "real_accuracy",
+        "fake_accuracy",
+        "ap",
+        "auc",
+        "threshold",
+        "object_accuracy",
+        "tpr_at_fpr_1",
+        "tpr_at_fpr_5",
+        "brier",
+        "ece",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "ap_ci_low",
+        "ap_ci_high",
+    ]
+    for r in table[table["perturbation"] == "none"].to_dict("records"):
+        vals = {
+            k: r[k]
+            for k in keep
+            if r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))
+        }
+        out.setdefault(r["detector"], {})[f"{r['dataset']}/{r['generator']}"] = vals
+    return out
+
+
+def curve_points(scores: pd.DataFrame, max_points: int = 200) -> dict[str, pd.DataFrame]:
+    """ROC, precision-recall and calibration points per detector (pooled test split), thinned
+    to ``max_points`` per curve: the files ``dvc plots show`` and the report draw."""
+    from sklearn.metrics import precision_recall_curve
+
+    rows = {"roc": [], "pr": [], "calibration": []}
+    test = scores[(scores["split"] == "test") & (scores["perturbation"] == "none")]
+    for detector, g in test.groupby("detector", sort=True):
+        y, p = g["label"].to_numpy(int), g["p_fake"].to_numpy(float)
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        prec, rec, _ = precision_recall_curve(y, p)
+        for name, (x, yy) in {"roc": (fpr, tpr), "pr": (rec[::-1], prec[::-1])}.items():
+            keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), max_points)).astype(int))
+            cols = ("fpr", "tpr") if name == "roc" else ("recall", "precision")
+            rows[name].append(
+                pd.DataFrame({"detector": detector, cols[0]: x[keep], cols[1]: yy[keep]})
+            )
+        bins = np.minimum((p * 10).astype(int), 9)
+        cal = pd.DataFrame({"bin": bins, "p": p, "y": y}).groupby("bin").agg(
+            mean_p_fake=("p", "mean"), fake_rate=("y", "mean"), n=("y", "size"))  # fmt: skip
+        rows["calibration"].append(cal.reset_index().assign(detector=detector))
+    return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in rows.items()}
+
+
+def run_evaluation(score_paths, train_generators, table_path, csv_path, json_path, pairs=(),
+                   comparisons_path=None, plots_dir=None) -> pd.DataFrame:  # fmt: skip
+    """Evaluate step: read scores tables, write tidy Parquet/CSV, ``metrics.json``, the paired
+    KD-vs-baseline comparisons and ROC/PR/calibration points (``plots_dir/*.csv``)."""
+    from sidflow.evaluate.compare import compare_detectors
+    from sidflow.io import atomic_path, write_json, write_parquet
+
+    scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
+    table = evaluate_scores(scores, train_generators)
+    write_parquet(table_path, table)
+    with atomic_path(csv_path, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(json_path, metrics_json(table))
+    if comparisons_path:
+        comp = compare_detectors(scores, table, pairs)
+        with atomic_path(comparisons_path, suffix=".csv") as tmp:
+            comp.to_csv(tmp, index=False)
+    if plots_dir:
+        from pathlib import Path
+
+        for name, df in curve_points(scores).items():
+            with atomic_path(Path(plots_dir) / f"{name}.csv", suffix=".csv") as tmp:
+                df.to_csv(tmp, index=False)
+    return table

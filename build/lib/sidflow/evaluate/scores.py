@@ -1,0 +1,70 @@
+"""Every detector writes the same scores table; evaluation reads nothing else.
+
+Columns: ``image_id, detector, dataset, generator, split, label, perturbation, p_fake``,
+plus ``object_class`` (the manifest's, may be null) and ``object_pred`` (a detector's
+object-class head's answer, null for detectors without one).
+Written to ``results/<experiment>/scores/<detector>/<dataset>/<generator>/<perturbation>.parquet``
+for the ``val`` and ``test`` splits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from sidflow.data.loading import load_images
+from sidflow.devices import amp_dtype, select_device
+from sidflow.io import write_parquet
+from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
+
+
+def score_teacher_from_cache(
+    cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path
+) -> int:
+    """A teacher's scores come straight from its cache: it is never re-run here."""
+    man = pd.read_parquet(manifest)
+    man = man[man["split"].isin(SCORE_SPLITS)]
+    cache = pd.read_parquet(cache_path, columns=["image_id", "p_fake"])
+    merged = man.merge(cache, on="image_id", how="left", validate="one_to_one")
+    if merged["p_fake"].isna().any():
+        raise ValueError(
+            f"{cache_path}: {int(merged['p_fake'].isna().sum())} rows of {manifest} are not cached"
+        )
+    write_parquet(out_path, scores_table(merged, merged["p_fake"], detector, "none"), SCORES_SCHEMA)
+    return len(merged)
+
+
+def score_student(
+    model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str, out_path: str | Path,
+    device: str = "auto", batch_size: int = 256, perturbation: str = "none", chain: list | None = None,
+) -> int:  # fmt: skip
+    """A student's scores on the val/test images of one generator, optionally after a
+    test-time perturbation ``chain`` (see :mod:`sidflow.data.perturb`)."""
+    from sidflow.data.loading import ImageBank
+    from sidflow.models.student import load_student, predict
+
+    model, meta = load_student(model_dir)
+    dev = select_device(device)
+    model.to(dev).to(memory_format=torch.channels_last)
+    # perturbed copies only need the test split: thresholds come from clean validation data
+    images = load_images([manifest], [processed_dir], ("test",) if chain else SCORE_SPLITS)
+    cfg = meta["student"]
+    if chain:
+        from sidflow.data.perturb import perturbed_arrays
+
+        bank = ImageBank.from_arrays(
+            perturbed_arrays(images["jpeg"], chain), cfg["image_mean"], cfg["image_std"]
+        )
+    else:
+        bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
+    preds = predict(
+        model, bank, batch_size, dev, amp_dtype(dev, meta["distill"].get("precision", "auto"))
+    )
+    names = cfg.get("object_classes") or []
+    obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
+    write_parquet(
+        out_path, scores_table(images, preds["p_fake"], detector, perturbation, obj), SCORES_SCHEMA
+    )
+    return len(images)

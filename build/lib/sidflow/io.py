@@ -1,0 +1,138 @@
+"""Atomic file writes, hashing and small helpers shared by every step.
+
+Every output of sidflow is written to a temporary file in the destination folder
+and moved into place with ``os.replace``, so a killed job never leaves a
+half-written file behind that a later step could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; move it onto ``dest`` on success."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``dest``; it replaces ``dest`` on success."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(dest: str | os.PathLike, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def write_parquet(
+    dest: str | os.PathLike,
+    df: pd.DataFrame | pa.Table,
+    schema: pa.Schema | None = None,
+) -> None:
+    """Write a DataFrame/Table to Parquet atomically (zstd-compressed)."""
+    table = (
+        df
+        if isinstance(df, pa.Table)
+        else pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    )
+    with atomic_path(dest, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_tree(root: str | os.PathLike) -> str:
+    """A content hash of every file below ``root`` (names and bytes, sorted)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    """Log to ``logfile`` (the rule's ``log:``) and to stderr."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if logfile:
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(logfile, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+    def _log_uncaught(exc_type, exc, tb):
+        logging.getLogger("sidflow").critical("step failed", exc_info=(exc_type, exc, tb))
+
+    sys.excepthook = _log_uncaught

@@ -1,0 +1,158 @@
+"""Cross-generator and leave-one-generator-out (LOGO) matrices of experiments.
+
+A matrix is a family of ordinary experiments, one per *cell*, that differ only in
+their training generators; every cell tests on every generator of the datasets in use.
+
+- ``cross``: train on the reals plus ONE fake generator, for each fake generator.
+- ``logo``: train on the reals plus every fake generator but one, for each one left out.
+
+Each cell is written as an overlay (``results/matrix/<name>/cells/<cell>.yaml``) and run
+as its own Snakemake invocation, so the data steps (download, preprocess, label,
+metadata) are shared and only the per-experiment steps run per cell. The matrix table
+(train cell x test generator x detector: AP, AUC, accuracy, in-distribution flag) is
+collected from the cells' ``metrics.parquet`` into ``results/matrix/<name>/matrix.csv``
+and a small HTML page.
+
+Teachers are trained on the *configured* data (``results/teachers/<name>`` is shared by
+experiments), so matrix cells should use students without KD (``alpha: 0``) or pin every
+teacher's ``train_generators``; :func:`matrix_cells` refuses a KD student otherwise.
+
+    sidflow matrix --mode cross --configfile experiments/lsun-cross.yaml          # run all cells
+    sidflow matrix --mode logo --configfile experiments/lsun-cross.yaml --dry-run # list them
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sidflow.config import ConfigError, Plan, load_config, load_sheet
+from sidflow.io import atomic_path, write_parquet
+
+log = logging.getLogger(__name__)
+MODES = ("cross", "logo")
+
+
+def matrix_cells(cfg: dict, mode: str) -> dict[str, list[str]]:
+    """{cell experiment name: train generator keys} for ``mode`` over the datasets in use."""
+    if mode not in MODES:
+        raise ConfigError(f"matrix mode must be one of {MODES}, got {mode!r}")
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+    exp = cfg["experiment"]
+    for name in plan.students():  # student_teachers is empty for a student without KD
+        unpinned = [
+            t for t in plan.student_teachers(name) if not cfg["teachers"][t].get("train_generators")
+        ]
+        if unpinned:
+            raise ConfigError(
+                f"matrix: student {name!r} distils from {unpinned}, whose training data would change per "
+                "cell; use alpha: 0 / beta: 0 or set teachers.<name>.train_generators"
+            )
+    reals, fakes = [], []
+    for dataset, generator in plan.generators():
+        row = plan.generator_row(dataset, generator)
+        (reals if row["label"] == "real" else fakes).append(f"{dataset}/{generator}")
+    if not reals or len(fakes) < 2:
+        raise ConfigError(
+            f"matrix: needs real generators and at least two fake ones, has {reals} / {fakes}"
+        )
+    cells = {}
+    for fake in fakes:
+        slug = fake.replace("/", "-")
+        if mode == "cross":
+            cells[f"{exp['name']}-x-{slug}"] = reals + [fake]
+        else:
+            cells[f"{exp['name']}-logo-{slug}"] = reals + [f for f in fakes if f != fake]
+    too_long = [c for c in cells if len(c) > 64]
+    if too_long:
+        raise ConfigError(
+            f"matrix: cell names over 64 characters {too_long}; shorten experiment.name"
+        )
+    return cells
+
+
+def write_cell_overlays(cells: dict[str, list[str]], out_dir: str | Path) -> dict[str, Path]:
+    """One overlay per cell that sets only the experiment's name and training generators."""
+    paths = {}
+    for name, train in cells.items():
+        path = Path(out_dir) / f"{name}.yaml"
+        with atomic_path(path, suffix=".yaml") as tmp:
+            tmp.write_text(yaml.safe_dump({"experiment": {"name": name, "train_generators": train,
+                                                          "test_generators": "all"}}, sort_keys=False))  # fmt: skip
+        paths[name] = path
+    return paths
+
+
+def collect_matrix(cells: dict[str, list[str]], results: str | Path = "results") -> pd.DataFrame:
+    """Tidy matrix: one row per (cell, detector, test generator) from the cells' metrics."""
+    frames = []
+    for name, train in cells.items():
+        path = Path(results) / name / "metrics" / "metrics.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: cell {name!r} has not been run")
+        m = pd.read_parquet(path)
+        m = m[(m["perturbation"] == "none") & (m["generator"] != "all") & ~m["is_real"]]
+        frames.append(
+            m.assign(cell=name, train=" + ".join(t for t in train if not t.endswith("/real")))
+        )
+    cols = ["cell", "train", "detector", "dataset", "generator", "in_distribution", "ap", "auc", "accuracy",
+            "fake_accuracy"]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def matrix_html(table: pd.DataFrame, title: str, metric: str = "ap") -> str:
+    """One AP grid per detector: rows = training cell, columns = test generator; * = in-distribution."""
+    parts = [f"<h1>{html.escape(title)}</h1><p>{metric.upper()} on each test generator's test split "
+             "(its fakes vs its dataset's real test images); * marks a generator seen in training.</p>"]  # fmt: skip
+    for detector, d in table.groupby("detector", sort=True):
+        d = d.assign(test=d["dataset"] + "/" + d["generator"])
+        cell = d.apply(lambda r: f"{r[metric]:.3f}{'*' if r['in_distribution'] else ''}", axis=1)
+        grid = d.assign(v=cell).pivot(index="train", columns="test", values="v")
+        parts.append(f"<h2>{html.escape(detector)}</h2>" + grid.to_html(escape=True))
+    style = "body{font-family:system-ui,sans-serif;margin:2rem}td,th{border:1px solid #ddd;padding:.2rem .5rem}"
+    return f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>{"".join(parts)}</body></html>'
+
+
+def run_matrix(
+    mode: str, configfiles: list[str], profile: str = "profiles/local", dry_run: bool = False
+) -> int:
+    """Run every cell with Snakemake (no shell; arguments as a list), then collect the matrix."""
+    cfg = load_config("config.yaml", overlays=configfiles)
+    cells = matrix_cells(cfg, mode)
+    name = f"{cfg['experiment']['name']}-{mode}"
+    out = Path("results/matrix") / name
+    overlays = write_cell_overlays(cells, out / "cells")
+    for cell, overlay in overlays.items():
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            profile,
+            "--configfile",
+            *configfiles,
+            str(overlay),
+        ]
+        if dry_run:
+            cmd.append("-n")
+        log.info("cell %s: %s", cell, " ".join(cmd))
+        print(f"# cell {cell}: train on {', '.join(cells[cell])}", file=sys.stderr)
+        rc = subprocess.run(cmd, check=False).returncode
+        if rc:
+            print(f"# cell {cell} failed (exit {rc}); later cells not run", file=sys.stderr)
+            return rc
+    if dry_run:
+        return 0
+    table = collect_matrix(cells)
+    write_parquet(out / "matrix.parquet", table)
+    table.to_csv(out / "matrix.csv", index=False)
+    with atomic_path(out / "index.html", suffix=".html") as tmp:
+        tmp.write_text(matrix_html(table, f"sidflow {mode} matrix: {cfg['experiment']['name']}"))
+    print(f"# matrix: {out / 'matrix.csv'}, {out / 'index.html'}", file=sys.stderr)
+    return 0

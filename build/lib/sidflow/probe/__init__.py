@@ -1,0 +1,1 @@
+"""Frozen backbones + classical classifiers: the probe grid (see docs/architecture.md)."""

@@ -1,0 +1,164 @@
+"""Report sections built from the evaluate step's tables: summary, distillation ablation,
+curves, per-generator metrics and robustness to test-time perturbations.
+
+Each section takes the :class:`~sidflow.report.context.ReportData` and returns an HTML
+fragment, or ``""`` when it has nothing to show.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from sidflow.report.context import ReportData
+from sidflow.report.format import ci, num, table
+
+# (metric column, heading) of the per-generator tables, in page order
+PER_GENERATOR = [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy at the validation threshold"),
+                 ("accuracy_at_0.5", "Accuracy at 0.5"), ("fake_accuracy", "Fake accuracy"),
+                 ("tpr_at_fpr_1", "TPR at 1% FPR"), ("object_accuracy", "Object-class accuracy (object head)")]  # fmt: skip
+ALL_METRICS = ["detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "threshold", "accuracy",
+               "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc", "tpr_at_fpr_1", "tpr_at_fpr_5",
+               "brier", "ece", "object_accuracy"]  # fmt: skip
+# (file key, x, y, title, diagonal) of the curve figures
+CURVES = [("roc", "fpr", "tpr", "ROC", True), ("pr", "recall", "precision", "Precision-recall", False),
+          ("calibration", "mean_p_fake", "fake_rate", "Calibration (reliability)", True)]  # fmt: skip
+
+
+def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows: generators (pooled last); columns: detectors; cells: ``metric``."""
+    m = metrics[metrics["perturbation"] == "none"].copy()
+    m["generator "] = (
+        m["dataset"]
+        + "/"
+        + m["generator"]
+        + m["in_distribution"].map({True: " (train)", False: ""})
+    )
+    wide = m.pivot_table(
+        index="generator ", columns="detector", values=metric, aggfunc="first", sort=False
+    )
+    order = [g for g in wide.index if not g.startswith("all/")] + [
+        g for g in wide.index if g.startswith("all/")
+    ]
+    return wide.loc[order].reset_index()
+
+
+def summary_section(r: ReportData) -> str:
+    """The best pooled detector and every ranked detector's pooled test metrics."""
+    pooled = r.ranked(r.pooled())
+    if pooled.empty:
+        return ""
+    best = pooled.sort_values("ap", ascending=False).iloc[0]
+    rows = [{"detector": d["detector"], "accuracy": d["accuracy"],
+             "accuracy 95% CI": ci(d.get("accuracy_ci_low"), d.get("accuracy_ci_high")), "AP": d["ap"],
+             "AP 95% CI": ci(d.get("ap_ci_low"), d.get("ap_ci_high")), "AUC": d["auc"],
+             "TPR@1%FPR": d.get("tpr_at_fpr_1"), "ECE": d.get("ece")}
+            for d in pooled.sort_values("ap", ascending=False).to_dict("records")]  # fmt: skip
+    return (
+        f"<h2>Summary</h2><p>Best pooled detector: <b>{html.escape(best['detector'])}</b>, "
+        f"AP {num(best['ap'])}, AUC {num(best['auc'])}, accuracy {num(best['accuracy'])} at its "
+        f"validation-calibrated threshold {num(best['threshold'])}. Generators marked (train) were seen in "
+        "training (in-distribution); the others measure generalisation.</p>"
+        "<h3>Pooled test metrics (95% bootstrap intervals)</h3>"
+        + table(pd.DataFrame(rows), left=("detector",))
+    )
+
+
+def ablation_section(r: ReportData) -> str:
+    """KD ablation: did distillation help over the no-KD baseline? (paired bootstrap)"""
+    comp = r.comparisons
+    if comp is None:
+        return ""
+    out = ["<h2>Distillation ablation</h2>"]
+    if comp.empty:
+        return out[0] + "<p>No KD student / no-KD baseline pair was run in this experiment.</p>"
+    for d in comp[comp["generator"] == "all"].to_dict("records"):
+        out.append(
+            f'<p class="verdict"><b>{html.escape(d["detector"])}</b> vs <b>{html.escape(d["baseline"])}</b> '
+            f"(pooled test, same {num(int(d['n']))} images): AP difference {num(d['ap_diff'], 4, sign=True)} "
+            f"{ci(d['ap_diff_low'], d['ap_diff_high'])}, accuracy difference "
+            f"{num(d['accuracy_diff'], 4, sign=True)} {ci(d['accuracy_diff_low'], d['accuracy_diff_high'])}: "
+            f"distillation <b>{html.escape(d['verdict'])}</b>.</p>"
+        )
+    show = comp.assign(ap_ci=[ci(a, b) for a, b in zip(comp["ap_diff_low"], comp["ap_diff_high"], strict=True)],
+                       accuracy_ci=[ci(a, b) for a, b in zip(comp["accuracy_diff_low"], comp["accuracy_diff_high"],
+                                                             strict=True)])  # fmt: skip
+    cols = ["detector", "baseline", "dataset", "generator", "ap_diff", "ap_ci", "accuracy_diff", "accuracy_ci",
+            "n", "verdict"]  # fmt: skip
+    out.append(table(show[cols], left=("detector", "baseline", "dataset", "generator", "verdict")))
+    return "".join(out)
+
+
+def curves_section(r: ReportData) -> str:
+    """ROC, precision-recall and calibration curves; a confusion matrix per detector."""
+    if not r.curves:
+        return ""
+    from sidflow.report.plots import confusion_svg, curve_svg
+
+    out = ['<h2>Curves (pooled test split)</h2><div class="figs">']
+    for name, x, y, title, diag in CURVES:
+        path = Path(r.curves[name]) if name in r.curves else None
+        if path and path.exists() and path.stat().st_size > 1:
+            df = pd.read_csv(path)
+            if len(df):
+                out.append(f'<figure id="fig-{name}">{curve_svg(df, x, y, title, diag)}</figure>')
+    out.append(
+        '</div><h3>Confusion matrices (pooled test, validation threshold)</h3><div class="figs">'
+    )
+    for d in r.pooled().to_dict("records"):
+        if d.get("tp") is not None and not pd.isna(d.get("tp")):
+            svg = confusion_svg(d["tn"], d["fp"], d["fn"], d["tp"], d["detector"])
+            out.append(f"<figure>{svg}</figure>")
+    return "".join(out) + "</div>"
+
+
+def per_generator_section(r: ReportData) -> str:
+    """One table per metric: generators x detectors on the clean test split."""
+    out = ["<h2>Per-generator metrics (test split)</h2>",
+           "<p>Each fake generator is scored against the real test images of its dataset; "
+           "real rows show real accuracy only. Thresholds are chosen on the validation split of the training generators.</p>"]  # fmt: skip
+    for metric, label in PER_GENERATOR:
+        if metric not in r.metrics or r.metrics[metric].isna().all():
+            continue
+        out.append(
+            f"<h3>{label}</h3>"
+            + table(per_generator_table(r.metrics, metric), left=("generator ",))
+        )
+    return "".join(out)
+
+
+def all_metrics_section(r: ReportData) -> str:
+    """Every row of the metrics table."""
+    cols = [c for c in ALL_METRICS if c in r.metrics]
+    if not cols:
+        return ""
+    return "<h3>All metrics</h3>" + table(
+        r.metrics[cols], left=("detector", "dataset", "generator")
+    )
+
+
+def robustness_section(r: ReportData) -> str:
+    """AP and accuracy per generator and test-time perturbation, for each detector that has them."""
+    metrics = r.metrics
+    perturbed = metrics[metrics["perturbation"] != "none"]
+    if perturbed.empty:
+        return ""
+    out = ["<h2>Robustness to test-time perturbations</h2>",
+           "<p>Test images re-encoded, blurred or resized after preprocessing; thresholds stay those calibrated "
+           "on clean validation data.</p>"]  # fmt: skip
+    for detector in sorted(perturbed["detector"].unique()):
+        m = metrics[metrics["detector"] == detector].copy()
+        m["generator "] = m["dataset"] + "/" + m["generator"]
+        for metric in ("ap", "accuracy"):
+            wide = m.pivot_table(
+                index="generator ", columns="perturbation", values=metric, aggfunc="first"
+            )
+            cols = ["none"] + [c for c in wide.columns if c != "none"]
+            wide = wide[[c for c in cols if c in wide.columns]].reset_index()
+            out.append(
+                f"<h3>{html.escape(detector)}: {metric.upper() if metric == 'ap' else metric}</h3>"
+            )
+            out.append(table(wide, left=("generator ",)))
+    return "".join(out)

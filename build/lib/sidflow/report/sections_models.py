@@ -1,0 +1,119 @@
+"""Report sections about the models and the data: RINE block importances, the dataset card
+(preprocess and label summaries, quarantined inputs), model cards and provenance.
+
+Each section takes the :class:`~sidflow.report.context.ReportData` and returns an HTML
+fragment, or ``""`` when it has nothing to show.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+import sidflow
+from sidflow.io import read_json
+from sidflow.report.context import ReportData
+from sidflow.report.format import num, table
+
+# model-card entries shown for every model
+CARD_FACTS = ("threshold", "best_epoch", "val_ap", "train_images", "checkpoint_hash", "teachers")
+# quarantined inputs listed at most
+MAX_QUARANTINED = 200
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return f"sidflow {sidflow.__version__} ({rev.stdout.strip() or 'no git'})"
+    except (OSError, subprocess.SubprocessError):
+        return f"sidflow {sidflow.__version__}"
+
+
+def rine_section(r: ReportData) -> str:
+    """Each RINE detector's learned block importances (which CLIP blocks it reads)."""
+    from sidflow.report.plots import bars_svg
+
+    out = []
+    for name, path in sorted(r.model_cards.items()):
+        card = read_json(path)
+        if "block_importance" not in card:
+            continue
+        imp = pd.Series(
+            card["block_importance"],
+            index=[f"block {i + 1}" for i in range(len(card["block_importance"]))],
+        )
+        bb = card.get("backbone") or {}
+        out.append(f"<h3>{html.escape(name)}</h3>")
+        out.append(
+            f"<p>Backbone {html.escape(str(bb.get('checkpoint', '?')))} ({num(bb.get('n_blocks', '?'))} blocks of "
+            f"{num(bb.get('dim', '?'))} features); best epoch {num(card['best_epoch'])}, validation AP "
+            f"{num(card['val_ap'])}. Importance of a block = its softmax weight in the Trainable Importance "
+            "Estimator, averaged over features (sums to 1; uniform would be "
+            f"{num(1 / len(imp))}).</p>"
+        )  # fmt: skip
+        if bb.get("checkpoint") == "tiny":
+            out.append('<p class="note">The tiny backbone is randomly initialised (no pretrained CLIP weights offline): '
+                       "its importances describe random features, not CLIP's.</p>")  # fmt: skip
+        out.append(bars_svg(imp, f"{name}: block importance", "importance"))
+    return ("<h2>RINE: which encoder blocks matter</h2>" + "".join(out)) if out else ""
+
+
+def dataset_card_section(r: ReportData) -> str:
+    """Per generator: inputs, written, quarantined, duplicates, split sizes; quarantined files."""
+    rows = []
+    for key, folder in sorted(r.processed_dirs.items()):
+        pre = read_json(Path(folder) / "summary.json")
+        man = read_json(r.manifest_summaries[key])
+        rows.append({"generator": key, "inputs": pre["inputs"], "written": pre["written"],
+                     "quarantined": pre["quarantined"], "exact duplicates": man["exact_duplicates"],
+                     "cross-split duplicates": man["cross_split_duplicates"], **man["splits"]})  # fmt: skip
+    out = ["<h2>Dataset card</h2>", table(pd.DataFrame(rows), left=("generator",))]
+    quarantined = [
+        pd.read_parquet(Path(folder) / "quarantine.parquet").assign(generator=key)
+        for key, folder in sorted(r.processed_dirs.items())
+    ]
+    q = pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame()
+    if len(q):
+        cols = ["generator", "source_path", "reason", "detail"]
+        out.append(
+            "<h3>Quarantined inputs</h3>" + table(q[cols].head(MAX_QUARANTINED), left=tuple(cols))
+        )
+    else:
+        out.append("<p>No input was quarantined.</p>")
+    return "".join(out)
+
+
+def models_section(r: ReportData) -> str:
+    """Each model card's key facts and its training history."""
+    if not r.model_cards:
+        return ""
+    out = ["<h2>Models</h2>"]
+    for name, path in sorted(r.model_cards.items()):
+        card = read_json(path)
+        hist = pd.json_normalize(card.get("history", []))
+        facts = {k: card[k] for k in CARD_FACTS if k in card}
+        out.append(f"<h3>{html.escape(name)}</h3>")
+        out.append(f"<pre>{html.escape(json.dumps(facts, indent=1))}</pre>")
+        if len(hist):
+            out.append(table(hist))
+    return "".join(out)
+
+
+def provenance_section(r: ReportData) -> str:
+    """The code version and the whole validated config the run used."""
+    return (
+        "<h2>Provenance</h2>"
+        f"<p>Code: {html.escape(code_version())}</p>"
+        f"<pre>{html.escape(yaml.safe_dump(r.config, sort_keys=False))}</pre>"
+    )

@@ -1,0 +1,1 @@
+"""Training: teacher fine-tuning and student distillation."""
