@@ -1,1 +1,0 @@
-"""Teacher logit/feature cache (Parquet), the product's central artifact."""

@@ -1,1 +1,0 @@
-"""Data stages: sources (download), image normalisation (preprocess), manifests (label)."""

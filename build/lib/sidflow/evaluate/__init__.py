@@ -1,1 +1,0 @@
-"""Scores tables, metrics per generator and pooled."""

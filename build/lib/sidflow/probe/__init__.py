@@ -1,1 +1,0 @@
-"""Frozen backbones + classical classifiers: the probe grid (see docs/architecture.md)."""

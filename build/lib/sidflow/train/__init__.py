@@ -1,1 +1,0 @@
-"""Training: teacher fine-tuning and student distillation."""
