@@ -23,8 +23,10 @@ import pytest
 from helpers import CIFAKE_ZIP, REPO, copy_workflow, run_snakemake, separable_images
 
 TIERS = ("unit", "workflow", "cluster", "dvc", "browser", "data")
-# Long tests first, so that with ``-n 2 --dist loadscope`` (the README test command) the SLURM
-# run, which mostly waits on the scheduler, overlaps the CPU-bound small run, DVC and CIFAKE.
+# Long tests first: a failure in the expensive tiers shows early. With pytest-xdist on a bigger
+# machine (``-n 4 --dist loadscope --no-loadscope-reorder``) the SLURM run, which mostly waits on
+# the scheduler, then overlaps the CPU-bound runs; on 2 cores two workers oversubscribe the CPUs
+# (measured slower), so the README test command is serial.
 FIRST = ("test_slurm.py", "test_reruns.py", "test_workflow.py", "test_dvc.py", "test_cifake.py")
 
 
