@@ -2,8 +2,8 @@
 
 * scores (:data:`SCORES_SCHEMA`, :func:`scores_table`): what every detector writes and the only
   thing evaluation reads, ``results/<experiment>/scores/<detector>/<dataset>/<generator>/<perturbation>.parquet``;
-* processed shards and quarantine: :data:`sidflow.data.preprocess.PART_SCHEMA` / ``QUARANTINE_SCHEMA``
-  (re-exported here);
+* processed shards and quarantine: :data:`PART_SCHEMA` / :data:`QUARANTINE_SCHEMA`
+  (``data/processed/<dataset>/<generator>/part-*.parquet``, ``quarantine.parquet``);
 * caches: :func:`teacher_cache_schema` (teacher logits, caption, embedding) and
   :func:`token_schema` / :func:`feature_schema` (CLIP block tokens, probe features).
 """
@@ -12,6 +12,32 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
+
+PART_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("source_path", pa.string()),
+        ("source_format", pa.string()),
+        ("source_mode", pa.string()),
+        ("source_width", pa.int32()),
+        ("source_height", pa.int32()),
+        ("source_bytes", pa.int64()),
+        ("conversion", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("jpeg", pa.binary()),
+        ("pixel_sha256", pa.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source_path", pa.string()),
+        ("image_id", pa.string()),
+        ("source_bytes", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
 
 SCORE_SPLITS = ("val", "test")
 SCORES_SCHEMA = pa.schema(

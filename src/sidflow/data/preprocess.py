@@ -22,39 +22,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 from sidflow.data.images import BadImageError, normalize_image
 from sidflow.io import atomic_dir, read_json, sha256_bytes, write_json, write_parquet
+from sidflow.tables import PART_SCHEMA, QUARANTINE_SCHEMA
 
 log = logging.getLogger(__name__)
-
-PART_SCHEMA = pa.schema(
-    [
-        ("image_id", pa.string()),
-        ("source_path", pa.string()),
-        ("source_format", pa.string()),
-        ("source_mode", pa.string()),
-        ("source_width", pa.int32()),
-        ("source_height", pa.int32()),
-        ("source_bytes", pa.int64()),
-        ("conversion", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("jpeg", pa.binary()),
-        ("pixel_sha256", pa.string()),
-    ]
-)
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("source_path", pa.string()),
-        ("image_id", pa.string()),
-        ("source_bytes", pa.int64()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class PreprocessParams:
