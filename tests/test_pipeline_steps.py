@@ -93,6 +93,18 @@ def test_student_trains_from_cache_without_running_a_teacher(trained, monkeypatc
     assert (
         len(s) == n and set(s["split"]) <= {"val", "test"} and (s["detector"] == "student-kd").all()
     )
+    # every view of a generator in one job, each equal to its own single-view call
+    from sidflow.evaluate.scores import score_student_views
+
+    chain, man1, proc1 = [{"jpeg": 50}], trained["manifests"][1], trained["processed"][1]
+    score_student(root / "student", man1, proc1, "student-kd", tmp_path / "j.parquet",
+                  perturbation="jpeg50", chain=chain)  # fmt: skip
+    views = {"none": (tmp_path / "v0.parquet", []), "jpeg50": (tmp_path / "v1.parquet", chain)}
+    rows = score_student_views(root / "student", man1, proc1, "student-kd", views)
+    jpeg = pd.read_parquet(tmp_path / "j.parquet")
+    assert rows == {"none": n, "jpeg50": len(jpeg)} and set(jpeg["split"]) == {"test"}
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "v0.parquet"), s)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "v1.parquet"), jpeg)
 
     from sidflow.cli import main
 

@@ -18,7 +18,7 @@ from sidflow.cache.clip_features import (
 from sidflow.data.augment import augmented, draw_chain
 from sidflow.io import write_json, write_parquet
 from sidflow.models.rine import RineConfig, create_rine, rine_loss, supcon_loss
-from sidflow.train.rine import load_rine, score_rine, train_rine
+from sidflow.train.rine import load_rine, score_rine, score_rine_views, train_rine
 
 TINY_CLIP = {"checkpoint": "tiny", "image_size": 32,
              "tiny": {"hidden_size": 32, "layers": 3, "heads": 4, "patch_size": 8}}  # fmt: skip
@@ -163,6 +163,14 @@ def test_tiny_rine_learns_a_separable_toy_task(tmp_path):
     assert average_precision_score(test["label"], test["p_fake"]) > 0.95
     model, card = load_rine(tmp_path / "rine")
     assert card["views"] == ["aug1", "aug2"] and not model.training
+    # one scoring job writes every view of a generator; a perturbation view scores test only
+    views = {"none": (paths["none"][0], tmp_path / "v0.parquet"),
+             "aug1": (paths["views"]["aug1"][0], tmp_path / "v1.parquet")}  # fmt: skip
+    rows = score_rine_views(tmp_path / "rine", paths["manifests"][0], "rine", views)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "v0.parquet"), scores)
+    aug = pd.read_parquet(tmp_path / "v1.parquet")
+    assert rows == {"none": n, "aug1": len(aug)} and set(aug["split"]) == {"test"}
+    assert set(aug["perturbation"]) == {"aug1"}
 
 
 def test_training_is_deterministic(tmp_path):
@@ -266,6 +274,21 @@ def test_clip_cache_is_incremental_and_skips_clip(tiny_dataset, monkeypatch):
     with pytest.raises(ValueError, match="needs its chain"):
         build_clip_features(
             root / "clip", man_path, proc, root / "f" / "x.parquet", view="blur9", **kw
+        )
+    # every view of a generator in one call: the encoder loaded once, the same tokens
+    calls, real_load = [], cf.load_clip
+    monkeypatch.setattr(cf, "load_clip", lambda d: calls.append(d) or real_load(d))
+    g = root / "g"
+    views = {"none": (g / "none.parquet", []), "aug1": (g / "aug1.parquet", []),
+             "jpeg50": (g / "jpeg50.parquet", [{"jpeg": 50}])}  # fmt: skip
+    kw["cache_root"] = root / "features2"  # a fresh store: every row computed again
+    done = cf.build_clip_views(root / "clip", man_path, proc, views, **kw)
+    assert len(calls) == 1 and all(done[v]["computed"] == done[v]["rows"] > 0 for v in views)
+    for view, single in (("none", "b"), ("aug1", "aug1"), ("jpeg50", "jpeg")):
+        _, many = read_tokens([g / f"{view}.parquet"])
+        # (b.parquet was computed in two batches: equal up to float summation order)
+        assert np.allclose(many, read_tokens([root / "f" / f"{single}.parquet"])[1], atol=1e-5), (
+            view
         )
 
 

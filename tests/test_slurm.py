@@ -22,7 +22,7 @@ from slurm_cluster import available, jobcomp_records, scontrol_jobs, slurm_clust
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(2400)]
 
 GPU_RULES = {"teacher_finetune", "teacher_cache", "student_distill", "score_student",
-             "clip_features", "rine_train"}  # fmt: skip
+             "clip_features", "clip_train_views", "rine_train"}  # fmt: skip
 # The slurm profile gives GPU steps 4-8 threads; CPU kernels sum in a thread-dependent order,
 # so for a bit-for-bit comparison with the local run every job gets the local run's 1 thread.
 SAME_THREADS = ["--set-threads", "preprocess=1"]

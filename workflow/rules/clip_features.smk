@@ -16,25 +16,59 @@ rule clip_backbone:
 
 
 rule clip_features:
-    """Per-block CLIP CLS tokens of one generator's images under one view (Parquet)."""
+    """Per-block CLIP CLS tokens of one generator's images, clean and under each
+    perturbation (Parquet per view; the encoder is loaded once per job)."""
     input:
         backbone="results/backbones/clip",
         manifest="data/manifests/{dataset}/{generator}.parquet",
         processed="data/processed/{dataset}/{generator}",
     output:
-        "results/features/clip/{dataset}/{generator}/{view}.parquet",
+        expand(
+            "results/features/clip/{{dataset}}/{{generator}}/{view}.parquet",
+            view=score_views(),
+        ),
     log:
-        "logs/clip_features/{dataset}/{generator}/{view}.log",
+        "logs/clip_features/{dataset}/{generator}.log",
     benchmark:
-        "logs/benchmarks/clip_features/{dataset}/{generator}/{view}.tsv"
+        "logs/benchmarks/clip_features/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1
     params:
-        chain=view_chain,
+        chains=view_chains(),
         augment=config["rine"]["augment"],
         seed=config["seed"],
         # append-only stores behind the features (outside what Snakemake owns)
         cache_root="results/features/.store",
     script:
         "../scripts/clip_features.py"
+
+
+if clip_aug_views():
+
+    rule clip_train_views:
+        """CLIP tokens of one training generator's images under each seeded draw of the
+        training augmentation (``aug1..augK``; one job per generator)."""
+        input:
+            backbone="results/backbones/clip",
+            manifest="data/manifests/{dataset}/{generator}.parquet",
+            processed="data/processed/{dataset}/{generator}",
+        output:
+            expand(
+                "results/features/clip/{{dataset}}/{{generator}}/{view}.parquet",
+                view=clip_aug_views(),
+            ),
+        log:
+            "logs/clip_train_views/{dataset}/{generator}.log",
+        benchmark:
+            "logs/benchmarks/clip_train_views/{dataset}/{generator}.tsv"
+        conda:
+            "../envs/sidflow.yaml"
+        threads: 1
+        params:
+            chains={view: [] for view in clip_aug_views()},
+            augment=config["rine"]["augment"],
+            seed=config["seed"],
+            cache_root="results/features/.store",
+        script:
+            "../scripts/clip_features.py"

@@ -136,11 +136,20 @@ def student_settings(wildcards):
 
 
 # -- RINE -----------------------------------------------------------------
-def view_chain(wildcards):
-    """The perturbation chain a feature view applies (none for clean/augmented views)."""
-    if wildcards.view == "none" or wildcards.view in PLAN.rine_views():
-        return []
-    return config["perturbations"][wildcards.view]
+def score_views():
+    """The views every trained detector is scored under: clean, then each perturbation
+    (one scoring job per detector and generator writes them all)."""
+    return ["none", *config["experiment"].get("perturbations", [])]
+
+
+def view_chains():
+    """Per score view, the perturbation chain it applies (none: clean)."""
+    return {v: config["perturbations"][v] if v != "none" else [] for v in score_views()}
+
+
+def clip_aug_views():
+    """The augmented CLIP views of the training images (``aug1..augK``; none if K = 0)."""
+    return [v for v in PLAN.rine_views() if v != "none"]
 
 
 def rine_view_features(wildcards):
@@ -205,12 +214,6 @@ def gradcam_scores(wildcards):
         f"results/{wildcards.experiment}/scores/{wildcards.student}/{key}/none.parquet"
         for key in scored_keys()
     ]
-
-
-def perturbation_chain(wildcards):
-    if wildcards.perturbation == "none":
-        return []
-    return config["perturbations"][wildcards.perturbation]
 
 
 def report_processed(wildcards):

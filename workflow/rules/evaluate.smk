@@ -18,40 +18,53 @@ rule score_teacher:
 
 
 rule score_student:
-    """A student's scores table on the val and test splits of one generator."""
+    """A student's scores tables on the val and test splits of one generator, clean and
+    under each perturbation (one model load per job)."""
     input:
         model="results/{experiment}/models/{student}",
         manifest="data/manifests/{dataset}/{generator}.parquet",
         processed="data/processed/{dataset}/{generator}",
     output:
-        "results/{experiment}/scores/{student}/{dataset}/{generator}/{perturbation}.parquet",
+        expand(
+            "results/{{experiment}}/scores/{{student}}/{{dataset}}/{{generator}}/{view}.parquet",
+            view=score_views(),
+        ),
     log:
-        "logs/{experiment}/score/{student}/{dataset}/{generator}/{perturbation}.log",
+        "logs/{experiment}/score/{student}/{dataset}/{generator}.log",
     benchmark:
-        "logs/benchmarks/{experiment}/score/{student}/{dataset}/{generator}/{perturbation}.tsv"
+        "logs/benchmarks/{experiment}/score/{student}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1
     params:
-        chain=perturbation_chain,
+        chains=view_chains(),
     script:
         "../scripts/score_student.py"
 
 
 rule score_rine:
-    """A RINE detector's scores table from the cached tokens of one generator and view."""
+    """A RINE detector's scores tables from the cached tokens of one generator, clean and
+    under each perturbation."""
     input:
         model="results/{experiment}/models/{rine}",
         manifest="data/manifests/{dataset}/{generator}.parquet",
-        features="results/features/clip/{dataset}/{generator}/{perturbation}.parquet",
+        features=expand(
+            "results/features/clip/{{dataset}}/{{generator}}/{view}.parquet",
+            view=score_views(),
+        ),
     output:
-        "results/{experiment}/scores/{rine}/{dataset}/{generator}/{perturbation}.parquet",
+        expand(
+            "results/{{experiment}}/scores/{{rine}}/{{dataset}}/{{generator}}/{view}.parquet",
+            view=score_views(),
+        ),
     log:
-        "logs/{experiment}/score/{rine}/{dataset}/{generator}/{perturbation}.log",
+        "logs/{experiment}/score/{rine}/{dataset}/{generator}.log",
     benchmark:
-        "logs/benchmarks/{experiment}/score/{rine}/{dataset}/{generator}/{perturbation}.tsv"
+        "logs/benchmarks/{experiment}/score/{rine}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
+    params:
+        views=score_views(),
     script:
         "../scripts/score_rine.py"
 

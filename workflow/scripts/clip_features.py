@@ -1,19 +1,19 @@
-"""Snakemake script for rule clip_features: see sidflow.cache.clip_features.build_clip_features."""
+"""Snakemake script for rules clip_features and clip_train_views: see
+sidflow.cache.clip_features.build_clip_views."""
 
-from sidflow.cache.clip_features import build_clip_features
+from sidflow.cache.clip_features import build_clip_views
 from sidflow.devices import set_threads
 from sidflow.io import setup_logging
 
 setup_logging(snakemake.log[0])
 set_threads(snakemake.threads)
-build_clip_features(
+chains = dict(snakemake.params.chains)  # view -> chain, in the order of the rule's outputs
+build_clip_views(
     backbone_dir=snakemake.input.backbone,
     manifest=snakemake.input.manifest,
     processed_dir=snakemake.input.processed,
-    out_path=snakemake.output[0],
+    views={v: (out, list(chains[v])) for v, out in zip(chains, snakemake.output, strict=True)},
     cache_root=snakemake.params.cache_root,
-    view=snakemake.wildcards.view,
     augment=dict(snakemake.params.augment),
-    chain=list(snakemake.params.chain),
     seed=snakemake.params.seed,
 )

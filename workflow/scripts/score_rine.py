@@ -1,14 +1,16 @@
-"""Snakemake script for rule score_rine: see sidflow.train.rine.score_rine."""
+"""Snakemake script for rule score_rine: see sidflow.train.rine.score_rine_views."""
 
 from sidflow.io import setup_logging
-from sidflow.train.rine import score_rine
+from sidflow.train.rine import score_rine_views
 
 setup_logging(snakemake.log[0])
-score_rine(
+views = list(snakemake.params.views)  # the order of the rule's features and outputs
+score_rine_views(
     model_dir=snakemake.input.model,
     manifest=snakemake.input.manifest,
-    features=snakemake.input.features,
     detector=snakemake.wildcards.rine,
-    out_path=snakemake.output[0],
-    perturbation=snakemake.wildcards.perturbation,
+    views={
+        v: (f, out)
+        for v, f, out in zip(views, snakemake.input.features, snakemake.output, strict=True)
+    },
 )

@@ -80,30 +80,46 @@ def build_clip_features(
     cache_root: str | Path, view: str = "none", augment: dict | None = None, chain: list | None = None,
     seed: int = 0, batch_size: int = 64, chunk_rows: int = 2048, device: str = "auto",
 ) -> dict:  # fmt: skip
-    """Run the clip_features step for one (dataset, generator, view); ``cache_root``: the
-    folder of the stores (the rule's ``params.cache_root``)."""
-    key = view_key(view, augment, chain, seed)
+    """One (dataset, generator, view) of the clip_features step (see :func:`build_clip_views`)."""
+    views = {view: (out_path, chain)}
+    return build_clip_views(backbone_dir, manifest, processed_dir, views, cache_root, augment,
+                            seed, batch_size, chunk_rows, device)[view]  # fmt: skip
+
+
+def build_clip_views(
+    backbone_dir: str | Path, manifest: str | Path, processed_dir: str | Path,
+    views: dict[str, tuple[str | Path, list | None]], cache_root: str | Path, augment: dict | None = None,
+    seed: int = 0, batch_size: int = 64, chunk_rows: int = 2048, device: str = "auto",
+) -> dict[str, dict]:  # fmt: skip
+    """The clip_features step for one (dataset, generator): every view ``{view: (out_path,
+    chain)}`` (the encoder loaded once, only if a row is missing); ``cache_root``: the folder
+    of the stores (the rule's ``params.cache_root``). Returns a summary per view."""
     card = read_json(Path(backbone_dir) / "card.json")
-    full, store = open_store(manifest, cache_root, f"clip-{card['checkpoint_hash'][:12]}", key)
-    man = full[full["split"].isin(view_splits(view))]
 
     @functools.cache
     def clip():  # loaded only when a row is missing
         dev, (model, cfg) = select_device(device), load_clip(backbone_dir)
         return model.to(dev), cfg.image_size, dev
 
-    def compute(chunk: pd.DataFrame) -> pd.DataFrame:
-        arr = _view_images(chunk, view, augment or {}, chain, seed)
-        flat = _tokens(*clip(), arr, batch_size)
-        return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
-                             "view": view, "code_version": sidflow.code_version()})  # fmt: skip
-
     schema = tokens_schema(card["n_blocks"], card["dim"], card["checkpoint_hash"])
-    out, computed = cached_rows(
-        store, man[["image_id"]], compute, schema, chunk_rows, processed_dir
-    )
-    write_parquet(out_path, out, schema)
-    return {"rows": int(len(out)), "computed": computed, "view": view}
+    done = {}
+    for view, (out_path, chain) in views.items():
+        key = view_key(view, augment, chain, seed)
+        full, store = open_store(manifest, cache_root, f"clip-{card['checkpoint_hash'][:12]}", key)
+        man = full[full["split"].isin(view_splits(view))]
+
+        def compute(chunk: pd.DataFrame, view=view, chain=chain) -> pd.DataFrame:
+            arr = _view_images(chunk, view, augment or {}, chain, seed)
+            flat = _tokens(*clip(), arr, batch_size)
+            return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
+                                 "view": view, "code_version": sidflow.code_version()})  # fmt: skip
+
+        out, computed = cached_rows(
+            store, man[["image_id"]], compute, schema, chunk_rows, processed_dir
+        )
+        write_parquet(out_path, out, schema)
+        done[view] = {"rows": int(len(out)), "computed": computed, "view": view}
+    return done
 
 
 def _tokens(model, image_size: int, dev, arr: np.ndarray, batch_size: int) -> np.ndarray:

@@ -40,6 +40,19 @@ def score_student(
 ) -> int:  # fmt: skip
     """A student's scores on the val/test images of one generator, optionally after a
     test-time perturbation ``chain`` (see :mod:`sidflow.data.perturb`)."""
+    views = {perturbation: (out_path, chain)}
+    return score_student_views(
+        model_dir, manifest, processed_dir, detector, views, device, batch_size
+    )[perturbation]
+
+
+def score_student_views(
+    model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str,
+    views: dict[str, tuple[str | Path, list | None]], device: str = "auto", batch_size: int = 256,
+) -> dict[str, int]:  # fmt: skip
+    """The score_student step: one generator's scores under every view ``{perturbation:
+    (out_path, chain)}`` (``none``: clean val + test; a chain: its test images perturbed),
+    loading the model and the images once. Returns the rows written per view."""
     import torch
 
     from sidflow.data.loading import ImageBank, load_images
@@ -49,23 +62,27 @@ def score_student(
     model, meta = load_student(model_dir)
     dev = select_device(device)
     model.to(dev).to(memory_format=torch.channels_last)
-    # perturbed copies only need the test split: thresholds come from clean validation data
-    images = load_images([manifest], [processed_dir], ("test",) if chain else SCORE_SPLITS)
-    cfg = meta["student"]
-    if chain:
-        from sidflow.data.perturb import perturbed_arrays
-
-        bank = ImageBank.from_arrays(
-            perturbed_arrays(images["jpeg"], chain), cfg["image_mean"], cfg["image_std"]
-        )
-    else:
-        bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
-    preds = predict(
-        model, bank, batch_size, dev, amp_dtype(dev, meta["distill"].get("precision", "auto"))
-    )
+    cfg, amp = meta["student"], amp_dtype(dev, meta["distill"].get("precision", "auto"))
     names = cfg.get("object_classes") or []
-    obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
-    write_parquet(
-        out_path, scores_table(images, preds["p_fake"], detector, perturbation, obj), SCORES_SCHEMA
-    )
-    return len(images)
+    clean = any(not chain for _, chain in views.values())
+    # perturbed copies only need the test split: thresholds come from clean validation data
+    every = load_images([manifest], [processed_dir], SCORE_SPLITS if clean else ("test",))
+    rows = {}
+    for perturbation, (out_path, chain) in views.items():
+        if chain:
+            from sidflow.data.perturb import perturbed_arrays
+
+            images = every[every["split"] == "test"].reset_index(drop=True)
+            if images.empty:
+                raise ValueError(f"{manifest}: no test images to score under {perturbation!r}")
+            pixels = perturbed_arrays(images["jpeg"], chain)
+            bank = ImageBank.from_arrays(pixels, cfg["image_mean"], cfg["image_std"])
+        else:
+            images = every
+            bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
+        preds = predict(model, bank, batch_size, dev, amp)
+        obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
+        table = scores_table(images, preds["p_fake"], detector, perturbation, obj)
+        write_parquet(out_path, table, SCORES_SCHEMA)
+        rows[perturbation] = len(images)
+    return rows

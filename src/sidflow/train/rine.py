@@ -198,14 +198,26 @@ def score_rine(
 ) -> int:  # fmt: skip
     """RINE's scores table for one generator from its cached tokens (``features`` is the
     ``none`` view for clean val/test scores, or the perturbation's view: test only)."""
+    views = {perturbation: (features, out_path)}
+    return score_rine_views(model_dir, manifest, detector, views, device)[perturbation]
+
+
+def score_rine_views(
+    model_dir: str | Path, manifest: str | Path, detector: str,
+    views: dict[str, tuple[str | Path, str | Path]], device: str = "auto",
+) -> dict[str, int]:  # fmt: skip
+    """The score_rine step: one generator's scores under every view ``{perturbation:
+    (features, out_path)}``, loading the model once. Returns the rows written per view."""
     from sidflow.io import write_parquet
 
     model, _ = load_rine(model_dir)
     dev = select_device(device)
     model.to(dev)
-    man = pd.read_parquet(manifest)
-    man = man[man["split"].isin(SCORE_SPLITS if perturbation == "none" else ("test",))]
-    ids, toks = read_tokens([features])
-    p = predict_rine(model, _aligned(ids, toks, man["image_id"], str(features)), dev)
-    write_parquet(out_path, scores_table(man, p, detector, perturbation), SCORES_SCHEMA)
-    return len(man)
+    full, rows = pd.read_parquet(manifest), {}
+    for perturbation, (features, out_path) in views.items():
+        man = full[full["split"].isin(SCORE_SPLITS if perturbation == "none" else ("test",))]
+        ids, toks = read_tokens([features])
+        p = predict_rine(model, _aligned(ids, toks, man["image_id"], str(features)), dev)
+        write_parquet(out_path, scores_table(man, p, detector, perturbation), SCORES_SCHEMA)
+        rows[perturbation] = len(man)
+    return rows
