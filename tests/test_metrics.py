@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from sidflow.evaluate.metrics import binary_metrics, evaluate_scores, metrics_json
+from sidflow.evaluate.metrics import binary_metrics, evaluate_scores, mean_row, metrics_json
 from sidflow.thresholds import calibrate_threshold
 
 
@@ -140,3 +140,29 @@ def test_paired_difference_sees_a_real_gap_and_no_gap():
     assert same["ap_diff"] == 0 and not same["significant_ap"]
     with pytest.raises(ValueError, match="same images"):
         paired_difference(y, good, bad[:10], 0.5, 0.5)
+
+
+def test_mean_over_generators_differs_from_pooled_on_a_worked_example():
+    # 4 test reals at 0.1 (all correct at a threshold of 0.2). Generator "big": 8 fakes, all
+    # caught (0.9); generator "small": 2 fakes, both missed (0.15). Pooled fake accuracy weights
+    # images: 8/10 = 0.8; the mean over generators weights generators: (1 + 0) / 2 = 0.5.
+    s = pd.concat([
+        _scores("det", "real", 0, "val", [0.1, 0.1]), _scores("det", "big", 1, "val", [0.3, 0.3]),
+        _scores("det", "real", 0, "test", [0.1] * 4), _scores("det", "big", 1, "test", [0.9] * 8),
+        _scores("det", "small", 1, "test", [0.15] * 2),
+    ])  # fmt: skip
+    t = evaluate_scores(s, ["d/real", "d/big"]).set_index("generator")
+    assert t.loc["all", "fake_accuracy"] == pytest.approx(0.8)
+    assert t.loc["mean", "fake_accuracy"] == pytest.approx(0.5)
+    # accuracy: big 12/12, small 4/6 -> mean 5/6; pooled 12/14
+    assert t.loc["mean", "accuracy"] == pytest.approx((1 + 4 / 6) / 2)
+    assert t.loc["all", "accuracy"] == pytest.approx(12 / 14)
+    # AP: big 1.0; small: its fakes (0.15) still rank above every real (0.1) -> 1.0
+    assert t.loc["mean", "ap"] == pytest.approx(1.0)
+    assert t.loc["mean", "n_generators"] == 2 and t.loc["mean", "n_fake"] == 10
+    assert t.loc["mean", "n_real"] == 4 and t.loc["mean", "dataset"] == "mean"
+    # the real row and the pooled row are not averaged in; intervals are not defined for a mean
+    assert t.loc["mean", "real_accuracy"] == pytest.approx(1.0)
+    assert t.loc["mean", "ap_ci_low"] is None or np.isnan(t.loc["mean", "ap_ci_low"])
+    reals_only = t.reset_index()[t.reset_index()["generator"] == "real"].to_dict("records")
+    assert mean_row(reals_only, 4) is None  # no fake generator: no mean row

@@ -84,7 +84,7 @@ def test_cell_ranking_and_cross_matrix(tmp_path):
         )
         metrics = pd.read_parquet(out / "metrics.parquet")
         assert set(metrics["perturbation"]) == {"none", "blur"}
-        assert set(metrics["generator"]) == {"real", "fa", "fb", "all"}
+        assert set(metrics["generator"]) == {"real", "fa", "fb", "mean", "all"}
         scores = pd.read_parquet(out / "scores.parquet")
         assert set(scores[scores["perturbation"] == "blur"]["split"]) == {"test"}  # val only clean
         assert load_model(out / "model.skops", cards[-1]["model_sha256"]) is not None
@@ -95,7 +95,10 @@ def test_cell_ranking_and_cross_matrix(tmp_path):
         tmp_path / "m.parquet",
     )
     assert list(table["rank"]) == [1, 2] and table["val_ap"].is_monotonic_decreasing
-    assert {"ap[d/fa]", "ap[d/fb]", "ap[blur]"} <= set(table.columns)
+    assert {"ap[d/fa]", "ap[d/fb]", "ap[blur]", "test_ap_mean"} <= set(table.columns)
+    assert table["test_ap_mean"].to_numpy() == pytest.approx(
+        ((table["ap[d/fa]"] + table["ap[d/fb]"]) / 2).to_numpy()
+    )
     cross = cross_matrix(feats["none"], {}, "logreg", tmp_path / "cross.csv")
     assert set(zip(cross["train"], cross["test"], strict=True)) == {
         (a, b) for a in ("d/fa", "d/fb") for b in ("d/fa", "d/fb")

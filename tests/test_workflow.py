@@ -40,12 +40,26 @@ def test_report_and_metrics(run):
         "rine",
         "audit-metadata",
     }
-    assert set(metrics["generator"]) == {"real", "ae-deconv", "ae-bilinear", "dcgan-face", "all"}
+    assert set(metrics["generator"]) == {
+        "real",
+        "ae-deconv",
+        "ae-bilinear",
+        "dcgan-face",
+        "mean",
+        "all",
+    }
     js = json.loads((run / "results/smoke/metrics/metrics.json").read_text())
     clean = metrics[metrics["perturbation"] == "none"]
     row = clean[(clean["detector"] == "student-kd") & (clean["generator"] == "all")].iloc[0]
     assert js["student-kd"]["all/all"]["ap"] == pytest.approx(row["ap"])
     assert f"{row['ap']:.3f}" in html  # the page shows the metric files' numbers
+    # the mean over generators: each fake generator once (metrics.csv, metrics.json, the page)
+    mean = clean[(clean["detector"] == "student-kd") & (clean["generator"] == "mean")].iloc[0]
+    gens = clean[(clean["detector"] == "student-kd") & ~clean["is_real"]]
+    gens = gens[~gens["generator"].isin(["all", "mean"])]
+    assert mean["ap"] == pytest.approx(gens["ap"].mean()) and mean["n_generators"] == 3
+    assert js["student-kd"]["mean/mean"]["ap"] == pytest.approx(mean["ap"])
+    assert "mean over generators" in html
     # shortcut audit: the demo's raw files are all PNG of one size, so the metadata
     # classifier can only use file size; its AP is in the metrics and on the page
     audit = clean[(clean["detector"] == "audit-metadata") & (clean["generator"] == "all")].iloc[0]

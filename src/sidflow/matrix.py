@@ -97,7 +97,7 @@ def collect_matrix(cells: dict[str, list[str]], results: str | Path = "results")
         if not path.exists():
             raise FileNotFoundError(f"{path}: cell {name!r} has not been run")
         m = pd.read_parquet(path)
-        m = m[(m["perturbation"] == "none") & (m["generator"] != "all") & ~m["is_real"]]
+        m = m[(m["perturbation"] == "none") & ~m["generator"].isin(["all", "mean"]) & ~m["is_real"]]
         frames.append(
             m.assign(cell=name, train=" + ".join(t for t in train if not t.endswith("/real")))
         )

@@ -4,7 +4,9 @@
 
 For each detector the threshold is calibrated on the *validation* split of its
 training generators (never on test data). Each fake generator is then scored
-against the real test images of its own dataset; ``all`` pools every test image.
+against the real test images of its own dataset; ``all`` pools every test image, and
+``mean`` is the unweighted mean over the fake generators' rows (the papers' "average over
+subsets": every generator counts once, whatever its number of images).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from sidflow.thresholds import calibrate_threshold
 METRICS = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
            "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "tp", "fp", "tn", "fn",
            "accuracy_ci_low", "accuracy_ci_high", "ap_ci_low", "ap_ci_high"]  # fmt: skip
+POOLED, MEAN = (
+    "all",
+    "mean",
+)  # dataset and generator of the pooled and the mean-over-generators rows
+# metrics the mean row averages (counts and intervals of a mean over generators are not defined)
+MEAN_OF = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
+           "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "object_accuracy"]  # fmt: skip
 
 
 def tpr_at_fpr(y, p, max_fpr: float) -> float:
@@ -94,8 +103,26 @@ def object_metrics(scores: pd.DataFrame) -> dict:
     return {"object_accuracy": acc, "n_object": int(len(known))}
 
 
+def mean_row(rows: list[dict], n_real: int) -> dict | None:
+    """The mean over generators of per-generator metric rows: each fake generator (scored
+    against its reals) counts once; ``n_generators`` of them, ``n_real`` the real test images
+    involved. ``None`` without fake rows."""
+    fakes = [r for r in rows if not r["is_real"]]
+    if not fakes:
+        return None
+    first = fakes[0]
+    out = {"detector": first["detector"], "perturbation": first["perturbation"], "dataset": MEAN,
+           "generator": MEAN, "is_real": False, "in_distribution": False, "threshold": first["threshold"],
+           "n_real": int(n_real), "n_fake": int(sum(r["n_fake"] for r in fakes)), "n_generators": len(fakes)}  # fmt: skip
+    for k in MEAN_OF:
+        vals = [r.get(k) for r in fakes if r.get(k) is not None and not pd.isna(r.get(k))]
+        out[k] = float(np.mean(vals)) if vals else None
+    return out | {k: None for k in METRICS if k not in out}
+
+
 def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.DataFrame:
-    """Tidy metrics: one row per (detector, perturbation, dataset, generator) plus pooled rows.
+    """Tidy metrics: one row per (detector, perturbation, dataset, generator) plus pooled rows
+    (``all``: every test image) and mean rows (``mean``: unweighted over fake generators).
 
     Each detector's threshold is calibrated once, on its *clean* validation scores of the
     training generators, and applied unchanged to every perturbation (a deployed detector
@@ -117,6 +144,7 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
             )
         threshold = thresholds[detector]
         test = df[df["split"] == "test"]
+        per_generator = []
         for (dataset, generator), g in test.groupby(["dataset", "generator"], sort=True):
             key = f"{dataset}/{generator}"
             if g["label"].iloc[0] == 1:
@@ -127,11 +155,14 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
             else:
                 part = g
             m = binary_metrics(part["label"], part["p_fake"], threshold)
-            rows.append({"detector": detector, "perturbation": perturbation, "dataset": dataset,
-                         "generator": generator, "is_real": bool(g["label"].iloc[0] == 0),
-                         "in_distribution": key in train_generators, **m, **object_metrics(g)})  # fmt: skip
+            per_generator.append({"detector": detector, "perturbation": perturbation, "dataset": dataset,
+                                  "generator": generator, "is_real": bool(g["label"].iloc[0] == 0),
+                                  "in_distribution": key in train_generators, **m, **object_metrics(g)})  # fmt: skip
         m = binary_metrics(test["label"], test["p_fake"], threshold)
-        rows.append({"detector": detector, "perturbation": perturbation, "dataset": "all", "generator": "all",
+        rows += per_generator
+        mean = mean_row(per_generator, m["n_real"])
+        rows += [mean] if mean else []
+        rows.append({"detector": detector, "perturbation": perturbation, "dataset": POOLED, "generator": POOLED,
                      "is_real": False, "in_distribution": False, **m, **object_metrics(test)})  # fmt: skip
     return pd.DataFrame(rows)
 

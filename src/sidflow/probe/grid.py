@@ -105,7 +105,9 @@ def rank_cells(
         card = read_json(Path(d) / "cell.json")
         m = pd.read_parquet(Path(d) / "metrics.parquet")
         for r in m.itertuples():
-            if r.generator != "all" and r.perturbation == "none":
+            if r.generator == "mean" and r.perturbation == "none":
+                card["test_ap_mean"] = r.ap  # unweighted mean over the fake generators
+            elif r.generator != "all" and r.perturbation == "none":
                 card[f"ap[{r.dataset}/{r.generator}]"] = r.ap
             if r.generator == "all" and r.perturbation != "none":
                 card[f"ap[{r.perturbation}]"] = r.ap

@@ -19,7 +19,8 @@ from sidflow.report.format import ci, num, table
 PER_GENERATOR = [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy at the validation threshold"),
                  ("accuracy_at_0.5", "Accuracy at 0.5"), ("fake_accuracy", "Fake accuracy"),
                  ("tpr_at_fpr_1", "TPR at 1% FPR"), ("object_accuracy", "Object-class accuracy (object head)")]  # fmt: skip
-ALL_METRICS = ["detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "threshold", "accuracy",
+ALL_METRICS = ["detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "n_generators",
+               "threshold", "accuracy",
                "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc", "tpr_at_fpr_1", "tpr_at_fpr_5",
                "brier", "ece", "object_accuracy"]  # fmt: skip
 # (file key, x, y, title, diagonal) of the curve figures
@@ -28,20 +29,23 @@ CURVES = [("roc", "fpr", "tpr", "ROC", True), ("pr", "recall", "precision", "Pre
 
 
 def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows: generators (pooled last); columns: detectors; cells: ``metric``."""
+    """Rows: generators, then the mean over generators and the pooled row; columns:
+    detectors; cells: ``metric``."""
     m = metrics[metrics["perturbation"] == "none"].copy()
-    m["generator "] = (
+    label = (
         m["dataset"]
         + "/"
         + m["generator"]
         + m["in_distribution"].map({True: " (train)", False: ""})
     )
+    label[m["dataset"] == "mean"] = "mean over generators"
+    label[m["dataset"] == "all"] = "pooled (all test images)"
+    m["generator "] = label
     wide = m.pivot_table(
         index="generator ", columns="detector", values=metric, aggfunc="first", sort=False
     )
-    order = [g for g in wide.index if not g.startswith("all/")] + [
-        g for g in wide.index if g.startswith("all/")
-    ]
+    last = ["mean over generators", "pooled (all test images)"]
+    order = [g for g in wide.index if g not in last] + [g for g in last if g in wide.index]
     return wide.loc[order].reset_index()
 
 
@@ -118,7 +122,9 @@ def per_generator_section(r: ReportData) -> str:
     """One table per metric: generators x detectors on the clean test split."""
     out = ["<h2>Per-generator metrics (test split)</h2>",
            "<p>Each fake generator is scored against the real test images of its dataset; "
-           "real rows show real accuracy only. Thresholds are chosen on the validation split of the training generators.</p>"]  # fmt: skip
+           "real rows show real accuracy only. <i>Mean over generators</i> weights every fake generator "
+           "once (the papers' average over subsets); <i>pooled</i> weights every image once. "
+           "Thresholds are chosen on the validation split of the training generators.</p>"]  # fmt: skip
     for metric, label in PER_GENERATOR:
         if metric not in r.metrics or r.metrics[metric].isna().all():
             continue
