@@ -57,7 +57,9 @@ def test_cifake_students_beat_chance_clearly(run):
     pooled = m[(m["generator"] == "all") & (m["perturbation"] == "none")].set_index("detector")
     assert set(pooled.index) == {
         "teacher-vitgpt2",
+        "teacher-vitgpt2-caption",
         "teacher-blip2",
+        "teacher-blip2-caption",
         "student-kd",
         "student-dual",
         "audit-metadata",

@@ -93,7 +93,9 @@ def test_cifake_overlay_is_valid(repo, monkeypatch):
     assert plan.generators() == [("cifake", "real"), ("cifake", "sd14")]
     assert plan.rines() == [] and plan.detectors() == [
         "teacher-vitgpt2",
+        "teacher-vitgpt2-caption",
         "teacher-blip2",
+        "teacher-blip2-caption",
         "student-kd",
         "audit-metadata",
     ]
@@ -104,7 +106,9 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.detectors() == [
         "teacher-vitgpt2",
+        "teacher-vitgpt2-caption",
         "teacher-blip2",
+        "teacher-blip2-caption",
         "student-kd",
         "student-nokd",
         "rine",
@@ -112,6 +116,10 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
     ]
     cfg["experiment"]["shortcut_audit"] = False
     assert "audit-metadata" not in plan.detectors()
+    cfg["experiment"]["caption_detectors"] = False
+    assert plan.detectors()[:2] == ["teacher-vitgpt2", "teacher-blip2"]
+    assert plan.caption_detector("blip2") is None
+    cfg["experiment"]["caption_detectors"] = True
     assert plan.rine_views() == ["aug1", "aug2"]
     cfg["experiment"]["run_rine"] = ["rine-missing"]
     with pytest.raises(ConfigError, match="run_rine"):
@@ -138,7 +146,9 @@ def test_plan_knows_every_detectors_kind(cfg):
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     expected = {
         "teacher-vitgpt2": "teacher",
+        "teacher-vitgpt2-caption": "teacher-caption",
         "teacher-blip2": "teacher",
+        "teacher-blip2-caption": "teacher-caption",
         "student-kd": "student",
         "student-nokd": "student",
         "rine": "rine",
@@ -149,6 +159,11 @@ def test_plan_knows_every_detectors_kind(cfg):
     for name, kind in expected.items():
         assert plan.detector_kind(name) is DETECTOR_KINDS.get(kind)
     assert plan.detector("teacher-blip2").source == "blip2"
+    assert plan.detector("teacher-blip2-caption").source == "blip2"
+    assert plan.detectors_of("teacher-caption") == [
+        "teacher-vitgpt2-caption",
+        "teacher-blip2-caption",
+    ]
     assert plan.detectors_of("student") == plan.students() == ["student-kd", "student-nokd"]
     assert plan.detectors_of("teacher", "rine") == ["teacher-vitgpt2", "teacher-blip2", "rine"]
     assert plan.trained() == ["student-kd", "student-nokd", "rine"]
@@ -313,3 +328,9 @@ def test_snakemake_refuses_a_missing_local_source_at_start(repo, tmp_path):
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode != 0
     assert "data/downloads/nope.zip" in r.stdout + r.stderr
+
+
+def test_a_teacher_name_may_not_look_like_a_caption_detector(cfg):
+    cfg["teachers"]["vit-caption"] = dict(cfg["teachers"]["vitgpt2"])
+    with pytest.raises(ConfigError, match="may not end in '-caption'"):
+        check_semantics(cfg, load_sheet(cfg["generators_sheet"]))

@@ -166,3 +166,20 @@ def test_mean_over_generators_differs_from_pooled_on_a_worked_example():
     assert t.loc["mean", "ap_ci_low"] is None or np.isnan(t.loc["mean", "ap_ci_low"])
     reals_only = t.reset_index()[t.reset_index()["generator"] == "real"].to_dict("records")
     assert mean_row(reals_only, 4) is None  # no fake generator: no mean row
+
+
+def test_caption_verdicts_decide_accuracy_and_other_counts_as_wrong():
+    y = [0, 0, 0, 0, 1, 1, 1]
+    verdict = ["real", "real", "other", "fake", "fake", "fake", "other"]
+    p = [0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.95]  # the likelihood score: ranks perfectly but for one
+    m = binary_metrics(y, p, threshold=0.5, verdict=verdict, n_boot=200)
+    assert m["accuracy"] == pytest.approx(4 / 7) and m["other"] == 2
+    assert m["real_accuracy"] == pytest.approx(2 / 4) and m["fake_accuracy"] == pytest.approx(2 / 3)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 2, 1)
+    assert m["f1"] == pytest.approx(2 * 2 / (3 + 3)) and m["threshold"] is None
+    assert m["accuracy_at_0.5"] is None
+    assert m["ap"] == pytest.approx(average_precision_score(y, p))  # AP still ranks p
+    assert m["accuracy_ci_low"] <= m["accuracy"] <= m["accuracy_ci_high"] < 1.0
+    # the same scores thresholded instead: another accuracy, no "other"
+    plain = binary_metrics(y, p, threshold=0.5, n_boot=0)
+    assert plain["accuracy"] == pytest.approx(6 / 7) and plain["other"] is None

@@ -139,3 +139,21 @@ def test_dataset_card_and_page(tmp_path):
     assert page.startswith("<!doctype html>") and page.endswith("</body></html>")
     assert card in page and summary_section(data) in page
     assert all(isinstance(section(data), str) for section in SECTIONS)
+
+
+def test_confusion_matrix_per_fake_generator():
+    from sidflow.report.sections_metrics import per_generator_confusions
+
+    m = _metrics()
+    counts = {"tn": 8, "fp": 2, "fn": 3, "tp": 7}
+    extra = [{**m.iloc[0].to_dict(), "generator": g, **counts} for g in ("gan", "diffusion")]
+    real = {**m.iloc[0].to_dict(), "generator": "real", "is_real": True, **counts}
+    mean = {**m.iloc[0].to_dict(), "dataset": "mean", "generator": "mean", **counts}
+    data = ReportData(experiment="t", metrics=pd.concat([m, pd.DataFrame(extra + [real, mean])]),
+                      kinds=ReportData.resolve_kinds(KINDS))  # fmt: skip
+    page = per_generator_confusions(data)
+    assert page.count("<details>") == 1 and "<summary>student-kd</summary>" in page
+    # one picture per fake generator (not the real row, the mean or the pooled one)
+    assert page.count("<svg") == 2 and "demo/gan" in page and "demo/diffusion" in page
+    assert "demo/real" not in page and "mean/mean" not in page
+    assert per_generator_confusions(_data()) == ""  # no counts: nothing drawn

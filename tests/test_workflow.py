@@ -34,7 +34,9 @@ def test_report_and_metrics(run):
     metrics = pd.read_parquet(run / "results/smoke/metrics/metrics.parquet")
     assert set(metrics["detector"]) == {
         "teacher-vitgpt2",
+        "teacher-vitgpt2-caption",
         "teacher-blip2",
+        "teacher-blip2-caption",
         "student-kd",
         "student-nokd",
         "rine",

@@ -30,6 +30,7 @@ RAW_DIR = Path("data/raw")  # the download step's output: data/raw/<dataset>/<ge
 # Plan.detector_kind, never from the name itself.
 AUDIT_DETECTOR = "audit-metadata"  # the shortcut audit's scores, beside the real detectors
 TEACHER_DETECTOR = "teacher-{teacher}"  # a teacher scored from its cache
+CAPTION_DETECTOR = "teacher-{teacher}-caption"  # the same teacher judged by its generated caption
 PROBE_DETECTOR = "probe:{backbone}/{reduction}/{classifier}/{transform}"  # a probe-grid cell
 
 
@@ -98,6 +99,10 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
     for t in exp.get("teachers", []):
         if t not in cfg.get("teachers", {}):
             raise ConfigError(f"experiment.teachers: {t!r} is not defined under teachers")
+    for t in cfg.get("teachers", {}):
+        if t.endswith("-caption"):
+            raise ConfigError(f"teachers.{t}: a teacher name may not end in '-caption' (teacher-{t} "
+                              "would be read as the caption detector of another teacher)")  # fmt: skip
     for name, variant in exp.get("students", {}).items():
         for t in variant.get("teachers", []):
             if t not in exp.get("teachers", []):
@@ -226,7 +231,10 @@ def defined_detectors(cfg: dict) -> list[tuple[str, str, str]]:
     """(name, kind, config entry) of every detector the config defines, whether this run
     scores it or not: teachers, student and RINE variants, the metadata audit, probe cells."""
     exp = cfg["experiment"]
-    out = [(TEACHER_DETECTOR.format(teacher=t), "teacher", t) for t in cfg.get("teachers", {})]
+    out = []
+    for t in cfg.get("teachers", {}):
+        out += [(TEACHER_DETECTOR.format(teacher=t), "teacher", t),
+                (CAPTION_DETECTOR.format(teacher=t), "teacher-caption", t)]  # fmt: skip
     out += [(s, "student", s) for s in exp.get("students") or {}]
     out += [(r, "rine", r) for r in exp.get("rine") or {}]
     out.append((AUDIT_DETECTOR, "audit", "shortcut_audit"))
@@ -310,10 +318,21 @@ class Plan:
         """The detector name of ``teacher``'s scores (``teacher-<name>``)."""
         return TEACHER_DETECTOR.format(teacher=teacher)
 
+    def caption_detector(self, teacher: str) -> str | None:
+        """The detector name of ``teacher``'s caption verdicts (``teacher-<name>-caption``),
+        or None when the experiment does not score caption detectors."""
+        if not self.experiment.get("caption_detectors", True):
+            return None
+        return CAPTION_DETECTOR.format(teacher=teacher)
+
     def detector_kinds(self) -> dict[str, DetectorKind]:
         """Every detector the evaluate step scores, in order (teachers, students, RINE, the
         metadata audit if enabled), with its kind."""
-        kinds = [(self.teacher_detector(t), "teacher") for t in self.experiment.get("teachers", [])]
+        kinds = []
+        for t in self.experiment.get("teachers", []):
+            kinds.append((self.teacher_detector(t), "teacher"))
+            if self.experiment.get("caption_detectors", True):
+                kinds.append((self.caption_detector(t), "teacher-caption"))
         kinds += [(s, "student") for s in self.students()]
         kinds += [(r, "rine") for r in self.rines()]
         if self.experiment.get("shortcut_audit", True):

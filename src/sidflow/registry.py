@@ -129,6 +129,9 @@ DETECTOR_KINDS = Registry("detector kind")
 for _kind in (
     #            name       scored_from trained description, model_card
     DetectorKind("teacher", "cache",    False, "captioning teacher, class-caption likelihood", "card.json"),
+    DetectorKind("teacher-caption", "cache", False,
+                 "captioning teacher read from its generated caption (verdict: the caption; p_fake: "
+                 "the likelihood score, for AP/AUC)", "card.json"),
     DetectorKind("student", "images",   True,  "distilled (or no-KD) student network", "student.json"),
     DetectorKind("rine",    "images",   True,  "RINE head over cached CLIP block tokens", "card.json"),
     DetectorKind("probe",   "features", True,  "frozen backbone + classical classifier cell", "cell.json"),

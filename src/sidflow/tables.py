@@ -52,13 +52,18 @@ SCORES_SCHEMA = pa.schema(
         ("p_fake", pa.float32()),
         ("object_class", pa.string()),
         ("object_pred", pa.string()),
+        ("verdict", pa.string()),
     ]
 )
+VERDICTS = ("real", "fake", "other")  # a hard verdict column's values (null: threshold p_fake)
 
 
 def scores_table(
-    man: pd.DataFrame, p_fake, detector: str, perturbation: str, object_pred=None
+    man: pd.DataFrame, p_fake, detector: str, perturbation: str, object_pred=None, verdict=None
 ) -> pd.DataFrame:
+    """The scores table of one detector on manifest rows ``man``. ``verdict`` (optional):
+    the detector's own hard decision per image (``real``/``fake``/``other``, e.g. a generated
+    caption); evaluation then scores accuracy from it instead of thresholding ``p_fake``."""
     obj = man["object_class"] if "object_class" in man else pd.Series([None] * len(man))
     return pd.DataFrame(
         {
@@ -72,6 +77,7 @@ def scores_table(
             "p_fake": pd.Series(p_fake).to_numpy().astype("float32"),
             "object_class": obj.astype(object).where(obj.notna(), None).to_numpy(),
             "object_pred": object_pred if object_pred is not None else [None] * len(man),
+            "verdict": verdict if verdict is not None else [None] * len(man),
         }
     )
 

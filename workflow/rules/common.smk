@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sidflow.config import (
     AUDIT_DETECTOR,
+    CAPTION_DETECTOR,
     Plan,
     check_semantics,
     config_digest,
@@ -46,7 +47,7 @@ def one_of(names):
 wildcard_constraints:
     dataset=NAME,
     generator=NAME,
-    teacher=NAME,
+    teacher=one_of(config.get("teachers", {})),
     experiment=NAME,
     perturbation=NAME,
     view=NAME,
@@ -207,6 +208,10 @@ def audit_score_paths():
 
 def teacher_detector(wildcards):
     return PLAN.teacher_detector(wildcards.teacher)
+
+
+def caption_detector(wildcards):
+    return CAPTION_DETECTOR.format(teacher=wildcards.teacher)
 
 
 def gradcam_scores(wildcards):

@@ -1,10 +1,13 @@
 rule score_teacher:
-    """A teacher's scores table, read from its cache (the teacher is not re-run)."""
+    """A teacher's scores tables, read from its cache (the teacher is not re-run): its
+    class-caption likelihood, and its generated caption as a verdict."""
     input:
         cache="results/cache/{teacher}/{dataset}/{generator}.parquet",
         manifest="data/manifests/{dataset}/{generator}.parquet",
     output:
-        "results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
+        scores="results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
+        # the same teacher judged by its generated caption (evaluated if caption_detectors)
+        captions="results/{experiment}/scores/teacher-{teacher}-caption/{dataset}/{generator}/none.parquet",
     log:
         "logs/{experiment}/score/teacher-{teacher}/{dataset}/{generator}.log",
     benchmark:
@@ -13,6 +16,7 @@ rule score_teacher:
         "../envs/sidflow.yaml"
     params:
         detector=teacher_detector,
+        caption_detector=caption_detector,
     script:
         "../scripts/score_teacher.py"
 

@@ -8,5 +8,7 @@ score_teacher_from_cache(
     cache_path=snakemake.input.cache,
     manifest=snakemake.input.manifest,
     detector=snakemake.params.detector,
-    out_path=snakemake.output[0],
+    out_path=snakemake.output.scores,
+    caption_detector=snakemake.params.caption_detector,
+    caption_out=snakemake.output.captions,
 )

@@ -21,7 +21,7 @@ from sidflow.thresholds import calibrate_threshold
 
 METRICS = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
            "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "tp", "fp", "tn", "fn",
-           "accuracy_ci_low", "accuracy_ci_high", "ap_ci_low", "ap_ci_high"]  # fmt: skip
+           "accuracy_ci_low", "accuracy_ci_high", "ap_ci_low", "ap_ci_high", "other"]  # fmt: skip
 POOLED, MEAN = (
     "all",
     "mean",
@@ -49,9 +49,14 @@ def expected_calibration_error(y, p, bins: int = 15) -> float:
     return float(err)
 
 
-def binary_metrics(y, p, threshold: float, n_boot: int = 1000) -> dict:
+def binary_metrics(y, p, threshold: float, n_boot: int = 1000, verdict=None) -> dict:
     """Accuracy (at ``threshold`` and 0.5), real/fake accuracy, F1, AP, AUC, TPR at 1%/5% FPR,
     Brier score, ECE, confusion counts and bootstrap 95% intervals for accuracy and AP.
+
+    ``verdict`` (optional, ``real``/``fake``/``other`` per image): the detector's own hard
+    decision (a generated caption). Accuracy, real/fake accuracy, F1 and the confusion counts
+    then come from it, ``other`` counting as wrong for either class (and counted in
+    ``other``); there is no threshold, and AP/AUC, TPR, Brier and ECE still rank ``p``.
 
     Metrics that need both classes are ``None`` (never NaN) when one is missing;
     an empty input gives counts of zero and ``None`` everywhere else.
@@ -64,10 +69,17 @@ def binary_metrics(y, p, threshold: float, n_boot: int = 1000) -> dict:
     out = {"n_real": n_real, "n_fake": n_fake, "threshold": float(threshold)}
     if len(y) == 0:
         return out | dict.fromkeys(METRICS)
-    pred = p >= threshold
-    out["accuracy"] = float((pred == (y == 1)).mean())
-    out["accuracy_at_0.5"] = float(((p >= 0.5) == (y == 1)).mean())
-    out["real_accuracy"] = float((~pred[y == 0]).mean()) if n_real else None
+    if verdict is None:
+        pred, said_real = p >= threshold, p < threshold
+        out["other"] = None
+    else:
+        verdict = np.asarray(verdict, dtype=object)
+        pred, said_real = verdict == "fake", verdict == "real"
+        out["threshold"], out["other"] = None, int((verdict == "other").sum())
+    correct = (pred & (y == 1)) | (said_real & (y == 0))
+    out["accuracy"] = float(correct.mean())
+    out["accuracy_at_0.5"] = float(((p >= 0.5) == (y == 1)).mean()) if verdict is None else None
+    out["real_accuracy"] = float(said_real[y == 0].mean()) if n_real else None
     out["fake_accuracy"] = float(pred[y == 1].mean()) if n_fake else None
     tp = int((pred & (y == 1)).sum())
     denom = int(pred.sum()) + n_fake
@@ -80,12 +92,13 @@ def binary_metrics(y, p, threshold: float, n_boot: int = 1000) -> dict:
     out["brier"] = float(np.mean((p - y) ** 2))
     out["ece"] = expected_calibration_error(y, p)
     out["tp"], out["fp"] = tp, int((pred & (y == 0)).sum())
-    out["tn"], out["fn"] = int((~pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
-    ci = (
-        bootstrap_ci(y, p, threshold, n_boot=n_boot)
-        if n_boot
-        else {"accuracy_ci": None, "ap_ci": None}
-    )
+    out["tn"], out["fn"] = int((said_real & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+    ci = {"accuracy_ci": None, "ap_ci": None}
+    if n_boot:
+        ci = bootstrap_ci(y, p, threshold, n_boot=n_boot)
+        if verdict is not None:  # accuracy of the verdicts: a score that is right iff they are
+            right = np.where(correct, y, 1 - y).astype(float)
+            ci["accuracy_ci"] = bootstrap_ci(y, right, 0.5, n_boot=n_boot)["accuracy_ci"]
     out["accuracy_ci_low"], out["accuracy_ci_high"] = ci["accuracy_ci"] or (None, None)
     out["ap_ci_low"], out["ap_ci_high"] = ci["ap_ci"] or (None, None)
     return out
@@ -154,17 +167,24 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
                 part = pd.concat([reals, g])
             else:
                 part = g
-            m = binary_metrics(part["label"], part["p_fake"], threshold)
+            m = binary_metrics(part["label"], part["p_fake"], threshold, verdict=_verdicts(part))
             per_generator.append({"detector": detector, "perturbation": perturbation, "dataset": dataset,
                                   "generator": generator, "is_real": bool(g["label"].iloc[0] == 0),
                                   "in_distribution": key in train_generators, **m, **object_metrics(g)})  # fmt: skip
-        m = binary_metrics(test["label"], test["p_fake"], threshold)
+        m = binary_metrics(test["label"], test["p_fake"], threshold, verdict=_verdicts(test))
         rows += per_generator
         mean = mean_row(per_generator, m["n_real"])
         rows += [mean] if mean else []
         rows.append({"detector": detector, "perturbation": perturbation, "dataset": POOLED, "generator": POOLED,
                      "is_real": False, "in_distribution": False, **m, **object_metrics(test)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _verdicts(scores: pd.DataFrame):
+    """The rows' hard verdicts when the detector gives them (every row has one), else None."""
+    if "verdict" not in scores or scores.empty or scores["verdict"].isna().any():
+        return None
+    return scores["verdict"].to_numpy()
 
 
 def metrics_json(table: pd.DataFrame) -> dict:

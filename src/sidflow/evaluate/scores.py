@@ -14,23 +14,32 @@ from pathlib import Path
 import pandas as pd
 
 from sidflow.io import write_parquet
-from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
+from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, VERDICTS, scores_table
 
 
 def score_teacher_from_cache(
-    cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path
-) -> int:
+    cache_path: str | Path, manifest: str | Path, detector: str, out_path: str | Path,
+    caption_detector: str | None = None, caption_out: str | Path | None = None,
+) -> int:  # fmt: skip
     """A teacher's scores come straight from its cache: it is never re-run here (nor is
-    torch imported: this job only reads Parquet)."""
+    torch imported: this job only reads Parquet). With ``caption_out``, also the scores of
+    ``caption_detector``: the same teacher judged by its *generated* caption (verdict
+    ``real``/``fake``/``other``), with the likelihood score as p_fake for AP/AUC."""
     man = pd.read_parquet(manifest)
     man = man[man["split"].isin(SCORE_SPLITS)]
-    cache = pd.read_parquet(cache_path, columns=["image_id", "p_fake"])
+    cache = pd.read_parquet(cache_path, columns=["image_id", "p_fake", "caption_class"])
     merged = man.merge(cache, on="image_id", how="left", validate="one_to_one")
     if merged["p_fake"].isna().any():
         raise ValueError(
             f"{cache_path}: {int(merged['p_fake'].isna().sum())} rows of {manifest} are not cached"
         )
     write_parquet(out_path, scores_table(merged, merged["p_fake"], detector, "none"), SCORES_SCHEMA)
+    if caption_out is not None:
+        verdict = merged["caption_class"].where(merged["caption_class"].isin(VERDICTS), "other")
+        table = scores_table(
+            merged, merged["p_fake"], caption_detector, "none", verdict=verdict.to_numpy()
+        )
+        write_parquet(caption_out, table, SCORES_SCHEMA)
     return len(merged)
 
 

@@ -22,7 +22,7 @@ PER_GENERATOR = [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "
 ALL_METRICS = ["detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "n_generators",
                "threshold", "accuracy",
                "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc", "tpr_at_fpr_1", "tpr_at_fpr_5",
-               "brier", "ece", "object_accuracy"]  # fmt: skip
+               "brier", "ece", "object_accuracy", "other"]  # fmt: skip
 # (file key, x, y, title, diagonal) of the curve figures
 CURVES = [("roc", "fpr", "tpr", "ROC", True), ("pr", "recall", "precision", "Precision-recall", False),
           ("calibration", "mean_p_fake", "fake_rate", "Calibration (reliability)", True)]  # fmt: skip
@@ -112,10 +112,41 @@ def curves_section(r: ReportData) -> str:
         '</div><h3>Confusion matrices (pooled test, validation threshold)</h3><div class="figs">'
     )
     for d in r.pooled().to_dict("records"):
-        if d.get("tp") is not None and not pd.isna(d.get("tp")):
+        if _has_counts(d):
             svg = confusion_svg(d["tn"], d["fp"], d["fn"], d["tp"], d["detector"])
             out.append(f"<figure>{svg}</figure>")
-    return "".join(out) + "</div>"
+    out.append("</div>")
+    return "".join(out) + per_generator_confusions(r)
+
+
+def _has_counts(row: dict) -> bool:
+    return row.get("tp") is not None and not pd.isna(row.get("tp"))
+
+
+def per_generator_confusions(r: ReportData) -> str:
+    """Per detector (folded): a confusion matrix per fake generator against its reals."""
+    from sidflow.report.plots import confusion_svg
+
+    m = r.metrics[(r.metrics["perturbation"] == "none") & ~r.metrics["is_real"].astype(bool)]
+    m = m[~m["generator"].isin(["all", "mean"])]
+    out = []
+    for detector, rows in m.groupby("detector", sort=False):
+        figs = []
+        for d in rows.to_dict("records"):
+            if _has_counts(d):
+                svg = confusion_svg(
+                    d["tn"], d["fp"], d["fn"], d["tp"], f"{d['dataset']}/{d['generator']}"
+                )
+                figs.append(f"<figure>{svg}</figure>")
+        if figs:
+            out.append(f"<details><summary>{html.escape(str(detector))}</summary>"
+                       f'<div class="figs">{"".join(figs)}</div></details>')  # fmt: skip
+    if not out:
+        return ""
+    return (
+        "<h3>Confusion matrices per generator (each fake generator against its reals)</h3>"
+        + "".join(out)
+    )
 
 
 def per_generator_section(r: ReportData) -> str:
@@ -125,6 +156,12 @@ def per_generator_section(r: ReportData) -> str:
            "real rows show real accuracy only. <i>Mean over generators</i> weights every fake generator "
            "once (the papers' average over subsets); <i>pooled</i> weights every image once. "
            "Thresholds are chosen on the validation split of the training generators.</p>"]  # fmt: skip
+    captions = r.of_kind("teacher-caption")
+    if captions:
+        out.append(f"<p>{', '.join(html.escape(c) for c in captions)}: the teacher's <i>generated caption</i> is "
+                   "its verdict (accuracy, F1, real/fake accuracy; a caption naming neither class counts as "
+                   "wrong and is counted in <code>other</code>). Its AP and AUC rank the class-caption likelihood, "
+                   "the same score as the teacher's likelihood detector.</p>")  # fmt: skip
     for metric, label in PER_GENERATOR:
         if metric not in r.metrics or r.metrics[metric].isna().all():
             continue
