@@ -6,7 +6,13 @@ import pandas as pd
 import pytest
 
 from helpers import write_images
-from sidflow.data.manifest import assign_split, build_manifest, label_generator, parse_object_class
+from sidflow.data.manifest import (
+    assign_split,
+    assign_splits,
+    build_manifest,
+    label_generator,
+    parse_object_class,
+)
 from sidflow.data.preprocess import PreprocessParams, preprocess_generator
 
 FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -29,6 +35,37 @@ def test_split_fractions_and_determinism():
     for s, f in FRACTIONS.items():
         assert abs(freq[s] - f) < 0.015
     assert [assign_split(i, FRACTIONS) for i in ids[:100]] == splits[:100].tolist()
+
+
+def test_fixed_counts_per_generator_are_exact_and_stable_when_images_are_added():
+    import hashlib
+
+    ids = [hashlib.sha256(f"a{i}".encode()).hexdigest() for i in range(1000)]
+    fixed = {**FRACTIONS, "test_per_generator": 100, "train_per_generator": 600}
+    first = assign_splits(ids, fixed)
+    counts = pd.Series(first).value_counts()
+    assert counts["test"] == 100 and counts["train"] == 600
+    assert counts["val"] + counts.get("unused", 0) == 300
+    assert (
+        0.08 < counts["val"] / 900 < 0.17
+    )  # val:train ratio of the fractions (1:7) before the cap
+    # the test images are those of lowest hash
+    lowest = sorted(ids, key=lambda i: int(i[:16], 16))[:100]
+    assert {i for i, s in zip(ids, first, strict=True) if s == "test"} == set(lowest)
+    # 50 images added: an old image changes split only when a new one displaces it
+    new = [hashlib.sha256(f"b{i}".encode()).hexdigest() for i in range(50)]
+    again = dict(zip(ids + new, assign_splits(ids + new, fixed), strict=True))
+    assert pd.Series(list(again.values())).value_counts()[["test", "train"]].tolist() == [100, 600]
+    moved = [i for i, s in zip(ids, first, strict=True) if again[i] != s]
+    new_test = sum(again[i] == "test" for i in new)
+    new_train = sum(again[i] == "train" for i in new)
+    # each move is a displacement: a new test image pushes the last test image out (to train
+    # or val), which may push the last training image to unused; a new training image pushes one
+    assert 0 < len(moved) <= 2 * new_test + new_train
+    assert {again[i] for i in moved} <= {"train", "val", "unused"}
+    assert all(again[i] == s for i, s in zip(ids, first, strict=True) if s == "val")
+    # without counts: the fractions, as before
+    assert assign_splits(ids[:50], FRACTIONS) == [assign_split(i, FRACTIONS) for i in ids[:50]]
 
 
 def test_splits_stable_when_images_are_added(tmp_path):

@@ -52,10 +52,20 @@ def load_images(
     return pd.concat(frames, ignore_index=True)
 
 
-def to_tensor(jpegs: Sequence[bytes], mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
-    """Decode JPEG bytes to a float tensor N x 3 x H x W normalised by (x/255-mean)/std."""
+def channel_stat(v):
+    """A normalisation mean/std as given (one float) or per channel (3 values -> 1x3x1x1)."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 3:
+            raise ValueError(f"a per-channel mean/std needs 3 values, got {list(v)}")
+        return torch.tensor([float(x) for x in v]).view(1, 3, 1, 1)
+    return float(v)
+
+
+def to_tensor(jpegs: Sequence[bytes], mean=0.5, std=0.5) -> torch.Tensor:
+    """Decode JPEG bytes to a float tensor N x 3 x H x W normalised by (x/255-mean)/std
+    (``mean``/``std``: one value, or three per channel, e.g. ImageNet's)."""
     arr = np.stack([decode_jpeg_array(j) for j in jpegs]).astype(np.float32) / 255.0
-    return (torch.from_numpy(arr).permute(0, 3, 1, 2) - mean) / std
+    return (torch.from_numpy(arr).permute(0, 3, 1, 2) - channel_stat(mean)) / channel_stat(std)
 
 
 class JpegDataset(torch.utils.data.Dataset):
@@ -101,7 +111,9 @@ class ImageBank:
 
     def batch(self, idx, augment: bool = False) -> torch.Tensor:
         if self.decoded is not None:
-            x = (self.decoded[torch.as_tensor(idx)].float() / 255.0 - self.mean) / self.std
+            x = (self.decoded[torch.as_tensor(idx)].float() / 255.0 - channel_stat(self.mean)) / channel_stat(
+                self.std
+            )
         else:
             x = to_tensor([self.jpegs[i] for i in idx], self.mean, self.std)
         if augment:  # random horizontal flip, from the (per-epoch seeded) torch RNG

@@ -25,22 +25,56 @@ from sidflow.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # plus "unused": beyond train_per_generator (never read)
 LABELS = {"real": 0, "fake": 1}
+
+
+def _unit(image_id: str, salt: str = "") -> float:
+    """The image's hash as a number in [0, 1): its place in every split decision."""
+    import hashlib
+
+    digest = hashlib.sha256((salt + image_id).encode()).digest() if salt else bytes.fromhex(image_id[:16])
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def assign_split(image_id: str, fractions: dict[str, float], salt: str = "") -> str:
     """Map a hash to a split with the given fractions (train/val/test), stable forever."""
-    import hashlib
-
-    digest = hashlib.sha256((salt + image_id).encode()).digest() if salt else bytes.fromhex(image_id[:16])
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = _unit(image_id, salt)
     edge = 0.0
     for split in SPLITS:
         edge += fractions[split]
         if u < edge:
             return split
     return SPLITS[-1]
+
+
+def assign_splits(image_ids: list[str], splits: dict, salt: str = "") -> list[str]:
+    """Each image's split. By fraction (:func:`assign_split`) unless ``splits`` fixes counts:
+
+    * ``test_per_generator: N``: the N images of lowest hash are the test split; the others
+      are train or val by a second hash, in the ratio of the ``train``/``val`` fractions;
+    * ``train_per_generator: M``: at most M training images (those of lowest hash); the
+      rest of the would-be training images are ``unused`` (kept in the manifest, never read).
+
+    Deterministic by hash: adding images changes an existing image's split only where a
+    new image of lower hash displaces it from a fixed-size split (then to the next one).
+    """
+    test_n, train_n = splits.get("test_per_generator"), splits.get("train_per_generator")
+    if test_n is None and train_n is None:
+        return [assign_split(i, splits, salt) for i in image_ids]
+    u = [_unit(i, salt) for i in image_ids]
+    rank = {i: r for r, i in enumerate(sorted(range(len(u)), key=u.__getitem__))}
+    val_share = splits["val"] / (splits["train"] + splits["val"])
+    if test_n is None:  # train capped only: test and val stay by fraction
+        out = [assign_split(i, splits, salt) for i in image_ids]
+    else:
+        out = ["test" if rank[k] < test_n else "val" if _unit(i, salt + "val") < val_share else "train"
+               for k, i in enumerate(image_ids)]  # fmt: skip
+    if train_n is not None:
+        train = sorted((k for k, s in enumerate(out) if s == "train"), key=u.__getitem__)
+        for k in train[train_n:]:
+            out[k] = "unused"
+    return out
 
 
 def parse_object_class(source_path: str, spec: dict | None) -> str | None:
@@ -82,7 +116,7 @@ def build_manifest(
     df.insert(1, "dataset", dataset)
     df.insert(2, "generator", generator)
     df.insert(3, "label", LABELS[label])
-    df.insert(4, "split", [assign_split(i, fractions, split_salt) for i in df["image_id"]])
+    df.insert(4, "split", assign_splits(df["image_id"].tolist(), fractions, split_salt))
     df.insert(5, "object_class", [parse_object_class(p, object_class) for p in df["source_path"]])
     by_pixels = df.groupby("pixel_sha256")["split"].nunique()
     cross = df[df["pixel_sha256"].isin(by_pixels[by_pixels > 1].index)].assign(
@@ -111,13 +145,17 @@ def label_generator(
         "dataset": dataset,
         "generator": generator,
         "rows": int(len(manifest)),
-        "splits": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
+        "splits": {s: int((manifest["split"] == s).sum()) for s in (*SPLITS, "unused")},
         "exact_duplicates": int((dups["kind"].str.startswith("exact")).sum()),
         "cross_split_duplicates": int((dups["kind"].str.startswith("same")).sum()),
     }
     write_json(Path(manifest_path).with_suffix(".summary.json"), summary)
     if summary["exact_duplicates"] or summary["cross_split_duplicates"]:
         log.warning("%s/%s duplicates: %s (see %s)", dataset, generator, summary, duplicates_path)
+    want = fractions.get("test_per_generator")
+    if want and summary["splits"]["test"] < want:
+        log.warning("%s/%s: only %d images for test_per_generator %d (all of them are test images)",
+                    dataset, generator, summary["splits"]["test"], want)  # fmt: skip
     log.info("%s/%s manifest: %s", dataset, generator, summary)
     return summary
 

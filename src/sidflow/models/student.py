@@ -20,7 +20,7 @@ ImageNet stem, 7x7 stride 2 + max-pool, throws most of them away):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,11 @@ class StudentConfig:
     image_size: int = 32
     stem: str = "cifar-maxpool"
     num_classes: int = 2
-    pretrained: str | None = None  # path to a torchvision state_dict (.pth/.safetensors)
-    image_mean: float = 0.5
-    image_std: float = 0.5
+    # "imagenet": torchvision's own ImageNet weights (torch hub cache, offline-safe), or a path
+    # to a torchvision state_dict (.pth/.safetensors); None: random initialisation
+    pretrained: str | None = None
+    image_mean: float | list[float] = 0.5  # one value, or per channel (ImageNet weights)
+    image_std: float | list[float] = 0.5
     object_classes: list[str] = field(default_factory=list)  # names; empty = no object head
     generators: list[str] = field(default_factory=list)  # "dataset/generator"; empty = no head
 
@@ -58,7 +60,10 @@ class ResNetStudent(nn.Module):
 
         self.cfg = cfg
         net = resnet18(weights=None, num_classes=1000)
-        if cfg.pretrained:
+        if cfg.pretrained == IMAGENET:
+            net.load_state_dict(imagenet_state_dict("resnet18"))
+            log.info("student: torchvision ImageNet weights (%s)", imagenet_weights("resnet18"))
+        elif cfg.pretrained:
             net.load_state_dict(_load_state_dict(cfg.pretrained))
             log.info("student: ImageNet weights from %s", cfg.pretrained)
         else:
@@ -85,6 +90,50 @@ class ResNetStudent(nn.Module):
         if self.cfg.generators:
             out["generator_logits"] = self.generator_head(feats)
         return out
+
+
+IMAGENET = "imagenet"
+OFFLINE_VARS = ("SIDFLOW_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
+
+
+def imagenet_weights(arch: str):
+    """torchvision's default ImageNet weights enum of ``arch`` (ResNet18: IMAGENET1K_V1)."""
+    from torchvision.models import get_model_weights
+
+    return get_model_weights(arch).DEFAULT
+
+
+def imagenet_state_dict(arch: str) -> dict:
+    """torchvision's ImageNet weights of ``arch`` from the torch hub cache
+    (``$TORCH_HOME/hub/checkpoints``), as torchvision itself stores them; downloaded (hash
+    checked) only when online and none of ``SIDFLOW_OFFLINE``/``HF_HUB_OFFLINE``/
+    ``TORCH_HUB_OFFLINE`` is set. A missing file offline is an error saying where to put it."""
+    import os
+
+    weights = imagenet_weights(arch)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    reason = "offline (" + ", ".join(v for v in OFFLINE_VARS if os.environ.get(v, "0") != "0") + ")"
+    if reason == "offline ()":
+        try:
+            return weights.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:  # noqa: BLE001 - no network, proxy, hash mismatch: say so below
+            reason = f"download failed: {e}"
+    raise FileNotFoundError(
+        f"{arch} ImageNet weights {weights} are not in the torch cache and could not be fetched "
+        f"({reason}): download {weights.url} and place it at {path} (the cache folder is "
+        "$TORCH_HOME/hub/checkpoints; set TORCH_HOME to use another)"
+    )
+
+
+def resolve_student_config(cfg: StudentConfig) -> StudentConfig:
+    """``pretrained: imagenet`` takes its input normalisation from the weights' own transforms
+    (ImageNet mean/std per channel) unless mean/std were set to something else than 0.5."""
+    if cfg.pretrained != IMAGENET or (cfg.image_mean, cfg.image_std) != (0.5, 0.5):
+        return cfg
+    t = imagenet_weights(cfg.arch).transforms()
+    return replace(cfg, image_mean=[float(v) for v in t.mean], image_std=[float(v) for v in t.std])
 
 
 def _load_state_dict(path: str) -> dict:
@@ -191,7 +240,8 @@ def load_student(model_dir: str | Path):
         raise FileNotFoundError(f"{folder}: not a student folder (no student.json)")
     meta = read_json(folder / "student.json")
     check_student(folder, meta)
-    cfg = StudentConfig(**meta["student"])
+    # the trained weights replace any initialisation: never fetch pretrained ones to load
+    cfg = StudentConfig(**{**meta["student"], "pretrained": None})
     model = create_student(cfg.arch, cfg)
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval(), meta

@@ -194,8 +194,11 @@ def _student(spec: dict) -> Backbone:
     def forward(x):
         return model(x)["features"]
 
-    m, s = float(cfg["image_mean"]) * 255, float(cfg["image_std"]) * 255
-    return Backbone("student", model, forward, size, size, (m,) * 3, (s,) * 3,
+    m, s = (
+        np.broadcast_to(np.asarray(cfg[k], dtype=float), 3) * 255
+        for k in ("image_mean", "image_std")
+    )
+    return Backbone("student", model, forward, size, size, tuple(m), tuple(s),
                     _identity("student", model, size))  # fmt: skip
 
 

@@ -26,7 +26,13 @@ import torch
 from sidflow.cache.teacher_cache import read_cache
 from sidflow.data.loading import ImageBank, load_images
 from sidflow.devices import amp_dtype, autocast_to, seed_everything, select_device
-from sidflow.models.student import StudentConfig, create_student, predict, save_student
+from sidflow.models.student import (
+    StudentConfig,
+    create_student,
+    predict,
+    resolve_student_config,
+    save_student,
+)
 from sidflow.train.common import balanced_epoch, warmup_cosine
 from sidflow.train.distill_loss import (  # noqa: F401  (re-exported)
     LOSS_KEYS,
@@ -246,6 +252,7 @@ def train_student(
     device = init_distributed(select_device(cfg.device))
     dtype = amp_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
+    student_cfg = resolve_student_config(student_cfg)  # e.g. ImageNet weights' normalisation
     data = _load_data(student_cfg, cfg, manifests, processed_dirs, cache_paths)
     model, criterion, opt, sched = _build(student_cfg, cfg, data, device)
     task = _StudentTrainee(student_cfg, cfg, data, model, criterion, opt, sched, device, dtype)

@@ -1,0 +1,53 @@
+"""The papers' presets plan what the papers ran: the KD study's Exp1/Exp2 on all seven
+LSUN-bedroom subsets, with the KD study's students (kd-paper.yaml, kept in step)."""
+
+import shutil
+
+import pytest
+import yaml
+
+from helpers import REPO, copy_workflow, planned_jobs, run_snakemake, write_images
+
+LSUN = ["real", "adm", "ddpm", "iddpm", "ldm", "pndm", "sd-v1-4", "glide"]  # folders
+FAKES = {"adm", "ddpm", "iddpm", "ldm", "pndm", "sd14", "glide"}  # generator names
+
+
+def _preset(name: str) -> dict:
+    return yaml.safe_load((REPO / "experiments" / f"{name}.yaml").read_text())
+
+
+def test_exp_presets_carry_the_kd_study_students():
+    paper = _preset("kd-paper")
+    for name in ("exp1-ldm", "exp2-adm-ldm"):
+        exp = _preset(name)
+        assert exp["student"] == paper["student"] == {"arch": "resnet18", "stem": "imagenet",
+                                                       "pretrained": "imagenet"}  # fmt: skip
+        for key in ("teachers", "run_students", "students"):
+            assert exp["experiment"][key] == paper["experiment"][key], (name, key)
+    # the study's ablations: each teacher alone, no feature term, no KD; none of our extras
+    students = paper["experiment"]["students"]
+    assert students["student-kd-blip2"]["teachers"] == ["blip2"]
+    assert students["student-kd-nofeat"]["beta"] == 0 and students["student-nokd"]["alpha"] == 0
+    assert all(s.get("weighting", "fixed") == "fixed" and s.get("adjust", "none") == "none"
+               for s in students.values())  # fmt: skip
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("preset,train", [("exp1-ldm", {"ldm"}), ("exp2-adm-ldm", {"adm", "ldm"})])
+def test_exp_presets_plan_all_seven_lsun_subsets(tmp_path, preset, train):
+    work = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "experiments", work / "experiments")
+    for i, folder in enumerate(LSUN):
+        write_images(work / "data/downloads/lsun-bedroom" / folder, 3, seed=i, size=16)
+    r = run_snakemake(work, "-n", "--configfile", f"experiments/{preset}.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    jobs = planned_jobs(out)
+    assert jobs["preprocess"] == jobs["label"] == 8  # real + the seven fakes
+    assert jobs["student_distill"] == 5  # kd-paper's five students
+    for g in FAKES:  # every fake subset is scored by every student (one job writes every view)
+        assert f"results/{preset}/scores/student-kd/lsun-bedroom/{g}/none.parquet" in out, g
+    assert "dataset=lsun-bedroom, generator=ldm" in out
+    cfg = _preset(preset)
+    assert {k.split("/")[1] for k in cfg["experiment"]["train_generators"]} == {"real", *train}
+    assert cfg["splits"]["test_per_generator"] == 10000
