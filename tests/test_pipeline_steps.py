@@ -18,6 +18,9 @@ def test_teacher_card_and_cache_schema(trained):
     root = trained["root"]
     assert len(trained["card"]["history"]) == 2 and len(trained["card"]["checkpoint_hash"]) == 64
     assert (trained["teacher"] / "model" / "model.safetensors").exists()
+    cost = trained["card"]["finetune_cost"]  # a tiny teacher trains every weight (no LoRA)
+    assert cost["mode"] == "full" and cost["trainable_params"] == cost["total_params"] > 0
+    assert cost["train_seconds"] > 0 and cost["peak_memory_mb"] > 50 and cost["device"] == "cpu"
     out = root / "cache" / "vitgpt2" / "toy" / "fake.parquet"
     s = build_teacher_cache(trained["teacher"], trained["manifests"][1], trained["processed"][1], out, "{}",
                             cache_root=root / "cache")  # fmt: skip
@@ -162,3 +165,17 @@ def test_student_training_is_deterministic(tiny_dataset):
     timing = ("seconds", "images_per_s")
     strip = [{k: v for k, v in h.items() if k not in timing} for m in metas for h in m["history"]]
     assert strip[0] == strip[1]
+
+
+def test_lora_fine_tuning_records_its_smaller_trainable_share(tiny_data, tmp_path):
+    from sidflow.models.teachers import TeacherConfig
+    from sidflow.train.teacher import FinetuneConfig, finetune_teacher
+
+    tiny = {"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8, "query_tokens": 4}
+    cfg = TeacherConfig(
+        arch="blip2", tiny=tiny, lora={"enabled": True, "r": 2, "qformer": ["query"]}
+    )
+    card = finetune_teacher("blip2", cfg, FinetuneConfig(epochs=1, batch_size=16, max_train_images=32),
+                            tiny_data["manifests"], tiny_data["processed"], tmp_path / "t")  # fmt: skip
+    cost = card["finetune_cost"]
+    assert cost["mode"] == "lora" and 0 < cost["trainable_params"] < cost["total_params"] / 2

@@ -51,3 +51,24 @@ def test_exp_presets_plan_all_seven_lsun_subsets(tmp_path, preset, train):
     cfg = _preset(preset)
     assert {k.split("/")[1] for k in cfg["experiment"]["train_generators"]} == {"real", *train}
     assert cfg["splits"]["test_per_generator"] == 10000
+
+
+def test_lora_vs_full_preset_trains_one_teacher_three_ways(monkeypatch):
+    from sidflow.config import Plan, check_semantics, load_config, load_sheet
+
+    monkeypatch.chdir(REPO)
+    cfg = load_config("config.yaml", overlays=["experiments/blip2-lora-vs-full.yaml"])
+    sheet = load_sheet(cfg["generators_sheet"])
+    check_semantics(cfg, sheet)
+    plan = Plan(cfg, sheet)
+    lora = {t: cfg["teachers"][t]["lora"] for t in cfg["experiment"]["teachers"]}
+    assert {t: v["enabled"] for t, v in lora.items()} == {
+        "blip2-lora": True, "blip2-lora-qformer": True, "blip2-full": False}  # fmt: skip
+    assert lora["blip2-lora"]["qformer"] == [] and lora["blip2-lora-qformer"]["qformer"]
+    # the same teacher otherwise: architecture, size and schedule
+    same = [{k: v for k, v in cfg["teachers"][t].items() if k != "lora"} for t in lora]
+    assert same[0] == same[1] == same[2]
+    # run_students: [] runs no student (an empty list is not "every defined one")
+    assert plan.students() == [] and plan.detectors_of("teacher", "teacher-caption") == [
+        "teacher-blip2-lora", "teacher-blip2-lora-caption", "teacher-blip2-lora-qformer",
+        "teacher-blip2-lora-qformer-caption", "teacher-blip2-full", "teacher-blip2-full-caption"]  # fmt: skip

@@ -157,3 +157,29 @@ def test_confusion_matrix_per_fake_generator():
     assert page.count("<svg") == 2 and "demo/gan" in page and "demo/diffusion" in page
     assert "demo/real" not in page and "mean/mean" not in page
     assert per_generator_confusions(_data()) == ""  # no counts: nothing drawn
+
+
+def test_finetune_cost_table_puts_lora_beside_full(tmp_path):
+    from sidflow.report.sections_models import finetune_cost_section
+
+    cards = {}
+    for name, mode, trainable in (
+        ("teacher-blip2-lora", "lora", 1_000),
+        ("teacher-blip2-full", "full", 90_000),
+    ):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"finetune_cost": {"mode": mode, "trainable_params": trainable,
+                                                      "total_params": 100_000, "train_seconds": 12.5,
+                                                      "peak_memory_mb": 812.0, "device": "cpu"}}))  # fmt: skip
+        cards[name] = str(path)
+    m = _metrics()
+    m = pd.concat(
+        [m, m[m["detector"] == "teacher-t"].assign(detector="teacher-blip2-lora", ap=0.61)]
+    )
+    page = finetune_cost_section(ReportData(experiment="t", metrics=m, model_cards=cards))
+    assert "LoRA vs full" in page and page.index("teacher-blip2-full") < page.index(
+        "teacher-blip2-lora"
+    )
+    assert "1.000" in page and "90.000" in page  # trainable %: 1 and 90
+    assert "0.610" in page  # the LoRA teacher's pooled test AP beside its cost
+    assert finetune_cost_section(_data()) == ""

@@ -295,9 +295,10 @@ class Plan:
         return list(v.get("teachers") or self.experiment.get("teachers", []))
 
     def students(self) -> list[str]:
-        """The student variants this run trains: ``run_students``, else every defined one."""
+        """The student variants this run trains: ``run_students`` (may be empty: none), else
+        every defined one."""
         run = self.experiment.get("run_students")
-        return list(run) if run else list(self.experiment.get("students", {}))
+        return list(run) if run is not None else list(self.experiment.get("students", {}))
 
     def rines(self) -> list[str]:
         """The RINE detectors this run trains: ``run_rine`` (may be empty), else every defined one."""

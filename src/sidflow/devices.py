@@ -82,3 +82,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a peak-memory measurement (CUDA: the allocator's peak; CPU: nothing to reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far in MiB: the CUDA allocator's peak on a GPU, else the process's peak
+    resident set size (everything the process held, data included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (
+        peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    )  # bytes on macOS, KiB on Linux
+
+
+def parameter_counts(model: torch.nn.Module) -> dict:
+    """``trainable_params`` and ``total_params`` of a model (LoRA: the adapters only train)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_params": int(trainable), "total_params": int(total)}

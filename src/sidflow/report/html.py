@@ -32,6 +32,7 @@ from sidflow.report.sections_metrics import (
 from sidflow.report.sections_models import (
     code_version,
     dataset_card_section,
+    finetune_cost_section,
     models_section,
     provenance_section,
     rine_section,
@@ -87,6 +88,7 @@ SECTIONS: list[Callable[[ReportData], str]] = [
     rine_section,
     probe_step_section,
     dataset_card_section,
+    finetune_cost_section,
     models_section,
     provenance_section,
 ]

@@ -110,6 +110,30 @@ def models_section(r: ReportData) -> str:
     return "".join(out)
 
 
+def finetune_cost_section(r: ReportData) -> str:
+    """The teachers' fine-tuning cost side by side (LoRA vs full fine-tuning): trainable
+    parameters, wall time, peak memory, and the pooled test metrics each one reached."""
+    pooled = r.pooled().set_index("detector") if len(r.metrics) else pd.DataFrame()
+    rows = []
+    for name, path in sorted(r.model_cards.items()):
+        cost = read_json(path).get("finetune_cost")
+        if not cost:
+            continue
+        share = cost["trainable_params"] / max(cost["total_params"], 1)
+        m = pooled.loc[name] if name in pooled.index else {}
+        rows.append({"teacher": name, "mode": cost["mode"], "trainable params": cost["trainable_params"],
+                     "trainable %": 100 * share, "total params": cost["total_params"],
+                     "wall time (s)": cost["train_seconds"], "peak memory (MiB)": cost["peak_memory_mb"],
+                     "device": cost.get("device", ""), "test AP": m.get("ap"), "test accuracy": m.get("accuracy")})  # fmt: skip
+    if not rows:
+        return ""
+    return (
+        "<h2>Teacher fine-tuning cost (LoRA vs full)</h2><p>Peak memory: the GPU allocator's peak, or on "
+        "CPU the fine-tuning process's peak resident memory (data included). Wall time: the Trainer's "
+        "training loop only.</p>" + table(pd.DataFrame(rows), left=("teacher", "mode", "device"))
+    )
+
+
 def provenance_section(r: ReportData) -> str:
     """The code version and the whole validated config the run used."""
     return (

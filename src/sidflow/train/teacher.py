@@ -23,7 +23,13 @@ import torch
 from transformers import TrainerCallback
 
 from sidflow.data.loading import JpegDataset, load_images
-from sidflow.devices import seed_everything, select_device
+from sidflow.devices import (
+    parameter_counts,
+    peak_memory_mb,
+    reset_peak_memory,
+    seed_everything,
+    select_device,
+)
 from sidflow.io import atomic_dir, hash_tree, write_json
 from sidflow.models.teachers import CaptionTeacher, TeacherConfig, create_teacher
 from sidflow.train.common import balanced_resample
@@ -136,6 +142,11 @@ def _training_args(args_cls, train_cfg: FinetuneConfig, output_dir: str, steps: 
     )
 
 
+def cfg_uses_lora(teacher: CaptionTeacher) -> bool:
+    """Whether the teacher trains LoRA adapters (peft) rather than all its weights."""
+    return hasattr(teacher.model, "peft_config")
+
+
 def finetune_teacher(
     name: str,
     cfg: TeacherConfig,
@@ -180,11 +191,17 @@ def finetune_teacher(
         len(val),
         device,
     )
+    cost = parameter_counts(teacher.model) | {"mode": "lora" if cfg_uses_lora(teacher) else "full"}
+    reset_peak_memory(device)
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sidflow-trainer-") as tmp:
         args = _training_args(args_cls, train_cfg, tmp, steps, device)
         trainer = trainer_cls(model=teacher.model, args=args, train_dataset=train_ds,
                               data_collator=_Collate(teacher), callbacks=[epoch_eval])  # fmt: skip
         trainer.train()
+    cost |= {"train_seconds": round(time.perf_counter() - t0, 2),
+             "peak_memory_mb": round(peak_memory_mb(device), 1), "device": device.type}  # fmt: skip
+    log.info("teacher %s fine-tuning cost: %s", name, cost)
     teacher.model.to("cpu")
     with atomic_dir(out_dir) as tmp:
         teacher.save(tmp)
@@ -196,6 +213,7 @@ def finetune_teacher(
             "val_images": int(len(val)),
             "history": epoch_eval.history,
             "checkpoint_hash": hash_tree(tmp / "model"),
+            "finetune_cost": cost,
         }
         write_json(tmp / "card.json", card)
     return card
