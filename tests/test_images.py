@@ -103,3 +103,42 @@ def test_draft_mode_decodes_large_jpeg_smaller_but_not_below_target():
     img, info, _ = open_image(big, draft_size=100)
     assert (info["source_width"], info["source_height"]) == (1024, 1024)
     assert 100 <= min(img.size) < 1024
+
+
+def test_encode_modes_jpeg_png_original():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from sidflow.data.images import decode_jpeg_array, normalize_image, resize_center_crop
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    png, jpg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(arr).save(png, format="PNG")
+    Image.fromarray(arr).save(jpg, format="JPEG", quality=80)
+    # jpeg (default): re-encoded, lossy
+    j = normalize_image(png.getvalue(), 16, 90)
+    assert (
+        j.encoding == "jpeg"
+        and j.jpeg[:2] == b"\xff\xd8"
+        and not np.array_equal(decode_jpeg_array(j.jpeg), arr)
+    )
+    # png: pixels identical (no resize needed), and identical to the resized picture when one is
+    p = normalize_image(png.getvalue(), 16, 90, encode="png")
+    assert p.encoding == "png" and np.array_equal(decode_jpeg_array(p.jpeg), arr)
+    small = normalize_image(png.getvalue(), 8, 90, encode="png")
+    want = np.asarray(resize_center_crop(Image.fromarray(arr), 8))
+    assert np.array_equal(decode_jpeg_array(small.jpeg), want) and small.width == 8
+    # original: the very bytes when nothing changes, PNG after a resize
+    for src, fmt in ((png, "PNG"), (jpg, "JPEG")):
+        o = normalize_image(src.getvalue(), 16, 90, encode="original")
+        assert o.jpeg == src.getvalue() and o.encoding == f"original-{fmt}"
+    resized = normalize_image(jpg.getvalue(), 8, 90, encode="original")
+    assert resized.encoding == "png" and resized.jpeg[:4] == b"\x89PNG"
+    grey = io.BytesIO()
+    Image.fromarray(arr[..., 0]).save(grey, format="PNG")  # converted to RGB: not the original
+    assert normalize_image(grey.getvalue(), 16, 90, encode="original").encoding == "png"
+    with pytest.raises(ValueError, match="encode must be one of"):
+        normalize_image(png.getvalue(), 16, 90, encode="webp")

@@ -38,6 +38,7 @@ def test_reconcile_and_quarantine(raw, tmp_path, threads):
     assert len(parts) == s["shards"] == 5  # ceil(19 / 4): shards bound rows per file
     rows = pd.concat([pd.read_parquet(p) for p in parts])
     assert len(rows) == 15 and rows["image_id"].str.len().eq(64).all()
+    assert s["encodings"] == {"jpeg": 15} and set(rows["encoding"]) == {"jpeg"}
     assert set(rows["width"]) == {16} and rows["jpeg"].map(lambda b: b[:2] == b"\xff\xd8").all()
     assert read_json(out / "summary.json") == s
     assert not (tmp_path / "out.partial").exists()
@@ -92,3 +93,14 @@ def test_changed_params_discard_stale_partial(raw, tmp_path):
 def test_missing_raw_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         preprocess_generator(tmp_path / "nowhere", tmp_path / "out", PreprocessParams())
+
+
+def test_encode_modes_are_recorded_per_image(raw, tmp_path):
+    # the sources are 48 px: at image_size 48 nothing changes, so their own bytes are kept
+    s = preprocess_generator(raw, tmp_path / "o", PreprocessParams(image_size=48, encode="original"))
+    assert s["encodings"] == {"original-PNG": 10, "original-JPEG": 5} and s["params"]["encode"] == "original"
+    rows = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "o")]).set_index("source_path")
+    assert rows.loc["img_0_0000.png", "jpeg"] == (raw / "img_0_0000.png").read_bytes()
+    s = preprocess_generator(raw, tmp_path / "p", PreprocessParams(image_size=16, encode="png"))
+    assert s["encodings"] == {"png": 15}
+

@@ -78,9 +78,10 @@ class Predictor:
     size: int
     quality: int
     max_pixels: int
-    mean: float
-    std: float
+    mean: float | list[float]
+    std: float | list[float]
     threshold: float
+    encode: str = "jpeg"  # the preprocessing encode mode the model was trained with
 
 
 def load_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
@@ -98,6 +99,7 @@ def load_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
         mean=meta["student"]["image_mean"],
         std=meta["student"]["image_std"],
         threshold=float(meta["threshold"]),
+        encode=str(pre.get("encode", "jpeg")),
     )
 
 
@@ -132,7 +134,9 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
 
     for path in paths:
         try:
-            norm = normalize_image(path.read_bytes(), pred.size, pred.quality, pred.max_pixels)
+            norm = normalize_image(
+                path.read_bytes(), pred.size, pred.quality, pred.max_pixels, pred.encode
+            )
         except (BadImageError, OSError) as exc:
             reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable file: {exc}"
             yield {"path": str(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,

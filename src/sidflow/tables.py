@@ -25,8 +25,12 @@ PART_SCHEMA = pa.schema(
         ("conversion", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("jpeg", pa.binary()),
+        (
+            "jpeg",
+            pa.binary(),
+        ),  # the processed image's bytes (JPEG unless preprocess.encode says otherwise)
         ("pixel_sha256", pa.string()),
+        ("encoding", pa.string()),  # jpeg | png | original-<source format>
     ]
 )
 QUARANTINE_SCHEMA = pa.schema(

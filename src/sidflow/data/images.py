@@ -2,7 +2,10 @@
 
 ``normalize_image`` is the single place where real and fake images get the same
 treatment: decode (JPEG draft mode when downscaling), EXIF transpose, RGB,
-resize + centre crop to ``image_size``, re-encode as JPEG at ``jpeg_quality``.
+resize + centre crop to ``image_size``, then encode (:data:`ENCODE_MODES`): re-encode as
+JPEG at ``jpeg_quality`` (the default: every image carries the same compression, so the
+file format cannot be a shortcut), ``png`` (lossless after the resize), or ``original``
+(the source bytes untouched where nothing had to change, else lossless PNG).
 ``sidflow predict`` calls the same function, so inference sees exactly the
 training preprocessing.
 """
@@ -30,7 +33,7 @@ class BadImageError(ValueError):
 
 @dataclass(frozen=True)
 class Normalized:
-    jpeg: bytes
+    jpeg: bytes  # the processed image's bytes (JPEG unless another encode mode is chosen)
     width: int
     height: int
     source_format: str
@@ -38,6 +41,10 @@ class Normalized:
     source_width: int
     source_height: int
     conversion: str
+    encoding: str = "jpeg"  # jpeg | png | original-<source format>
+
+
+ENCODE_MODES = ("jpeg", "png", "original")
 
 
 def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
@@ -135,26 +142,49 @@ def encode_jpeg(img: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def encode_png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def normalize_image(
     data: bytes,
     image_size: int,
     jpeg_quality: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    encode: str = "jpeg",
 ) -> Normalized:
     """The preprocessing every image gets, in training and in ``sidflow predict``."""
-    img, info, notes = open_image(data, draft_size=image_size, max_pixels=max_pixels)
+    if encode not in ENCODE_MODES:
+        raise ValueError(f"encode must be one of {ENCODE_MODES}, got {encode!r}")
+    draft = image_size if encode == "jpeg" else None  # draft decoding is lossy: JPEG mode only
+    img, info, notes = open_image(data, draft_size=draft, max_pixels=max_pixels)
     out = resize_center_crop(img, image_size)
-    jpeg = encode_jpeg(out, jpeg_quality)
+    if encode == "jpeg":
+        body, encoding = encode_jpeg(out, jpeg_quality), "jpeg"
+    elif encode == "original" and out is img and not notes and not _transposed(data):
+        body, encoding = data, f"original-{info['source_format']}"  # nothing changed: keep the bytes
+    else:
+        body, encoding = encode_png(out), "png"
     return Normalized(
-        jpeg=jpeg,
+        jpeg=body,
         width=out.width,
         height=out.height,
         conversion=";".join(notes),
+        encoding=encoding,
         **info,
     )
 
 
+def _transposed(data: bytes) -> bool:
+    """Whether the file's EXIF orientation rotates or flips it (its pixels then differ)."""
+    with Image.open(io.BytesIO(data)) as img:
+        return img.getexif().get(0x0112, 1) != 1
+
+
 def decode_jpeg_array(jpeg: bytes) -> np.ndarray:
-    """Decode a processed image (JPEG bytes) to an HxWx3 uint8 array."""
+    """Decode a processed image (JPEG, or PNG / original bytes in those encode modes) to an
+    HxWx3 uint8 array."""
     with Image.open(io.BytesIO(jpeg)) as img:
         return np.asarray(img.convert("RGB"))

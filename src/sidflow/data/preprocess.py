@@ -35,6 +35,7 @@ class PreprocessParams:
     jpeg_quality: int = 90
     max_pixels: int = 64_000_000
     shard_size: int = 5000
+    encode: str = "jpeg"  # jpeg | png | original (sidflow.data.images.ENCODE_MODES)
 
 
 # Snakemake's marker in directory outputs; the only file that is not an input.
@@ -75,7 +76,7 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
     except OSError as exc:
         return quarantined("unreadable file", str(exc))
     try:
-        norm = normalize_image(data, params.image_size, params.jpeg_quality, params.max_pixels)
+        norm = normalize_image(data, params.image_size, params.jpeg_quality, params.max_pixels, params.encode)
     except BadImageError as exc:
         return quarantined(exc.reason, exc.detail, data)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill a 2M-image run
@@ -87,7 +88,10 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
 
 
 def _plan_key(inputs: list[str], params: PreprocessParams) -> str:
-    return sha256_bytes(("\n".join(inputs) + repr(asdict(params))).encode())
+    settings = asdict(params)
+    if settings["encode"] == "jpeg":
+        del settings["encode"]  # the default keeps the key it had before encode modes existed
+    return sha256_bytes(("\n".join(inputs) + repr(settings)).encode())
 
 
 def preprocess_generator(
@@ -146,13 +150,17 @@ def _finalize(partial: Path, out_dir: Path, n_inputs: int, n_shards: int, params
         pd.concat([pd.read_parquet(q) for q in qparts], ignore_index=True)
         if qparts else pd.DataFrame(columns=QUARANTINE_SCHEMA.names)
     )  # fmt: skip
-    written = sum(pq.ParquetFile(partial / f"part-{i:05d}.parquet").metadata.num_rows for i in range(n_shards))
+    parts = [partial / f"part-{i:05d}.parquet" for i in range(n_shards)]
+    written = sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
+    encodings = pd.concat([pq.read_table(part, columns=["encoding"]).to_pandas() for part in parts]
+                          or [pd.DataFrame({"encoding": []})])["encoding"].value_counts()  # fmt: skip
     summary = {
         "inputs": n_inputs,
         "written": int(written),
         "quarantined": int(len(quarantine)),
         "quarantine_reasons": {str(k): int(v) for k, v in quarantine["reason"].value_counts().items()},
         "shards": n_shards,
+        "encodings": {str(k): int(v) for k, v in encodings.items()},  # how the processed bytes are encoded
         "params": asdict(params),
     }
     if summary["inputs"] != summary["written"] + summary["quarantined"]:

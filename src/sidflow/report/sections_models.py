@@ -69,16 +69,36 @@ def rine_section(r: ReportData) -> str:
     return ("<h2>RINE: which encoder blocks matter</h2>" + "".join(out)) if out else ""
 
 
+def _encode_note(modes: set[str]) -> str:
+    """Which preprocessing encode mode the images went through, and its risk."""
+    if not modes:
+        return ""
+    if modes == {"jpeg"}:
+        return ("<p>Preprocessing encode mode: <b>jpeg</b> (every real and fake image re-encoded as JPEG at the "
+                "same quality, so file format and compression cannot separate them).</p>")  # fmt: skip
+    return (f"<p class=\"warn\">Preprocessing encode mode: <b>{html.escape(', '.join(sorted(modes)))}</b>. "
+            "Processed images keep format differences (lossless PNG, or the original bytes where nothing had to "
+            "change): if real and fake files differ in format or compression, a detector can learn that instead "
+            "of the image content. Check the shortcut audit and the encoding column below.</p>")  # fmt: skip
+
+
 def dataset_card_section(r: ReportData) -> str:
     """Per generator: inputs, written, quarantined, duplicates, split sizes; quarantined files."""
-    rows = []
+    rows, modes = [], set()
     for key, folder in sorted(r.processed_dirs.items()):
         pre = read_json(Path(folder) / "summary.json")
         man = read_json(r.manifest_summaries[key])
+        modes.add(pre.get("params", {}).get("encode", "jpeg"))
+        enc = ", ".join(f"{k} {v}" for k, v in sorted(pre.get("encodings", {}).items()))
         rows.append({"generator": key, "inputs": pre["inputs"], "written": pre["written"],
                      "quarantined": pre["quarantined"], "exact duplicates": man["exact_duplicates"],
-                     "cross-split duplicates": man["cross_split_duplicates"], **man["splits"]})  # fmt: skip
-    out = ["<h2>Dataset card</h2>", table(pd.DataFrame(rows), left=("generator",))]
+                     "cross-split duplicates": man["cross_split_duplicates"], **man["splits"],
+                     "encoding": enc or "jpeg"})  # fmt: skip
+    out = [
+        "<h2>Dataset card</h2>",
+        _encode_note(modes),
+        table(pd.DataFrame(rows), left=("generator", "encoding")),
+    ]
     quarantined = [
         pd.read_parquet(Path(folder) / "quarantine.parquet").assign(generator=key)
         for key, folder in sorted(r.processed_dirs.items())
