@@ -334,3 +334,20 @@ def test_a_teacher_name_may_not_look_like_a_caption_detector(cfg):
     cfg["teachers"]["vit-caption"] = dict(cfg["teachers"]["vitgpt2"])
     with pytest.raises(ConfigError, match="may not end in '-caption'"):
         check_semantics(cfg, load_sheet(cfg["generators_sheet"]))
+
+
+def test_pair_column_names_a_real_of_the_same_dataset(tmp_path, cfg):
+    from sidflow.config import Plan
+
+    head = "dataset\tgenerator\tlabel\tpair\n"
+    good = tmp_path / "good.tsv"
+    good.write_text(head + "w\tx-real\treal\t\nw\tx\tfake\tx-real\nw\ty\tfake\t\n")
+    cfg["generators_sheet"] = str(good)
+    assert Plan(cfg, load_sheet(good)).real_pairs() == {"w/x": "w/x-real"}
+    for bad in ("w\tx-real\treal\t\nw\tx\tfake\tnope\n", "w\tx-real\treal\tx\nw\tx\tfake\t\n"):
+        path = tmp_path / "bad.tsv"
+        path.write_text(head + bad)
+        with pytest.raises(ConfigError, match="row [23]: pair .* must name a real generator"):
+            load_sheet(path)
+    plan = Plan(cfg, load_sheet("config/generators.tsv"))
+    assert plan.real_pairs()["wang2020/progan"] == "wang2020/progan-real"

@@ -183,3 +183,21 @@ def test_caption_verdicts_decide_accuracy_and_other_counts_as_wrong():
     # the same scores thresholded instead: another accuracy, no "other"
     plain = binary_metrics(y, p, threshold=0.5, n_boot=0)
     assert plain["accuracy"] == pytest.approx(6 / 7) and plain["other"] is None
+
+
+def test_a_paired_fake_set_is_scored_only_against_its_own_reals():
+    # two fake sets, each shipped with its own reals; set A's reals are easy (0.0), set B's
+    # reals look fake (0.9). Paired, A is perfect; unpaired, A would be judged against B's reals.
+    s = pd.concat([
+        _scores("det", "a-real", 0, "val", [0.1, 0.2]), _scores("det", "a", 1, "val", [0.8, 0.9]),
+        _scores("det", "a-real", 0, "test", [0.0] * 3), _scores("det", "a", 1, "test", [0.7] * 3),
+        _scores("det", "b-real", 0, "test", [0.9] * 3), _scores("det", "b", 1, "test", [0.95] * 3),
+    ])  # fmt: skip
+    pairs = {"d/a": "d/a-real", "d/b": "d/b-real"}
+    paired = evaluate_scores(s, ["d/a-real", "d/a"], pairs).set_index("generator")
+    assert paired.loc["a", "n_real"] == 3 and paired.loc["a", "ap"] == pytest.approx(1.0)
+    assert paired.loc["b", "n_real"] == 3 and paired.loc["b", "real_accuracy"] == 0.0
+    unpaired = evaluate_scores(s, ["d/a-real", "d/a"]).set_index("generator")
+    assert unpaired.loc["a", "n_real"] == 6 and unpaired.loc["a", "ap"] < 1.0
+    # the mean over sets averages each set against its own reals
+    assert paired.loc["mean", "ap"] == pytest.approx((1.0 + paired.loc["b", "ap"]) / 2)

@@ -97,10 +97,16 @@ def test_missing_raw_folder_is_a_clear_error(tmp_path):
 
 def test_encode_modes_are_recorded_per_image(raw, tmp_path):
     # the sources are 48 px: at image_size 48 nothing changes, so their own bytes are kept
-    s = preprocess_generator(raw, tmp_path / "o", PreprocessParams(image_size=48, encode="original"))
-    assert s["encodings"] == {"original-PNG": 10, "original-JPEG": 5} and s["params"]["encode"] == "original"
-    rows = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "o")]).set_index("source_path")
+    s = preprocess_generator(
+        raw, tmp_path / "o", PreprocessParams(image_size=48, encode="original")
+    )
+    assert (
+        s["encodings"] == {"original-PNG": 10, "original-JPEG": 5}
+        and s["params"]["encode"] == "original"
+    )
+    rows = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "o")]).set_index(
+        "source_path"
+    )
     assert rows.loc["img_0_0000.png", "jpeg"] == (raw / "img_0_0000.png").read_bytes()
     s = preprocess_generator(raw, tmp_path / "p", PreprocessParams(image_size=16, encode="png"))
     assert s["encodings"] == {"png": 15}
-

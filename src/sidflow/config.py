@@ -162,6 +162,14 @@ def load_sheet(path: str | Path, schema_dir: Path = SCHEMA_DIR) -> pd.DataFrame:
             validate(row, schema_dir / "generators.schema.yaml", set_defaults=False)
         except ConfigError as exc:
             raise ConfigError(f"{path} row {i + 2}: {exc}") from None
+    if "pair" in sheet:
+        keys = set(zip(sheet["dataset"], sheet["generator"], sheet["label"], strict=True))
+        for i, row in enumerate(sheet.to_dict("records")):
+            if row["pair"] and (
+                row["label"] != "fake" or (row["dataset"], row["pair"], "real") not in keys
+            ):
+                raise ConfigError(f"{path} row {i + 2}: pair {row['pair']!r} must name a real generator of "
+                                  f"dataset {row['dataset']!r}, on a fake row")  # fmt: skip
     dup = sheet.duplicated(["dataset", "generator"])
     if dup.any():
         raise ConfigError(
@@ -277,6 +285,17 @@ class Plan:
     @property
     def experiment(self) -> dict:
         return self.cfg["experiment"]
+
+    def real_pairs(self) -> dict[str, str]:
+        """``dataset/fake`` -> ``dataset/real`` for the fake generators the sheet pairs with
+        their own reals (the ``pair`` column); the others face every real of their dataset."""
+        if "pair" not in self.sheet:
+            return {}
+        rows = self.sheet[self.sheet["pair"].fillna("") != ""]
+        return {
+            f"{d}/{g}": f"{d}/{p}"
+            for d, g, p in zip(rows["dataset"], rows["generator"], rows["pair"], strict=True)
+        }
 
     def train_keys(self) -> list[str]:
         return list(self.experiment["train_generators"])

@@ -99,6 +99,7 @@ rule evaluate:
         train_generators=config["experiment"]["train_generators"],
         students=config["experiment"].get("students", {}),
         run_students=PLAN.students(),
+        real_pairs=PLAN.real_pairs(),
         plots_dir=subpath(output.roc, parent=True),
     script:
         "../scripts/evaluate.py"

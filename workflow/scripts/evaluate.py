@@ -14,4 +14,5 @@ run_evaluation(
     pairs=comparison_pairs(snakemake.params.students, list(snakemake.params.run_students)),
     comparisons_path=snakemake.output.comparisons,
     plots_dir=snakemake.params.plots_dir,
+    real_pairs=dict(snakemake.params.real_pairs),
 )

@@ -133,13 +133,18 @@ def mean_row(rows: list[dict], n_real: int) -> dict | None:
     return out | {k: None for k in METRICS if k not in out}
 
 
-def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.DataFrame:
+def evaluate_scores(
+    scores: pd.DataFrame, train_generators: list[str], real_pairs: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Tidy metrics: one row per (detector, perturbation, dataset, generator) plus pooled rows
     (``all``: every test image) and mean rows (``mean``: unweighted over fake generators).
 
     Each detector's threshold is calibrated once, on its *clean* validation scores of the
     training generators, and applied unchanged to every perturbation (a deployed detector
-    does not know the perturbation it faces)."""
+    does not know the perturbation it faces). A fake generator faces the real test images of
+    its dataset, or only those of its paired real generator (``real_pairs``: ``dataset/fake``
+    -> ``dataset/real``, the sheet's ``pair`` column) when its dataset ships reals per set."""
+    real_pairs = real_pairs or {}
     scores = scores.assign(key=scores["dataset"] + "/" + scores["generator"])
     rows = []
     thresholds = {}
@@ -162,7 +167,9 @@ def evaluate_scores(scores: pd.DataFrame, train_generators: list[str]) -> pd.Dat
             key = f"{dataset}/{generator}"
             if g["label"].iloc[0] == 1:
                 reals = test[(test["dataset"] == dataset) & (test["label"] == 0)]
-                if reals.empty:
+                if key in real_pairs:
+                    reals = test[(test["key"] == real_pairs[key]) & (test["label"] == 0)]
+                elif reals.empty:
                     reals = test[test["label"] == 0]
                 part = pd.concat([reals, g])
             else:
@@ -245,14 +252,14 @@ def curve_points(scores: pd.DataFrame, max_points: int = 200) -> dict[str, pd.Da
 
 
 def run_evaluation(score_paths, train_generators, table_path, csv_path, json_path, pairs=(),
-                   comparisons_path=None, plots_dir=None) -> pd.DataFrame:  # fmt: skip
+                   comparisons_path=None, plots_dir=None, real_pairs=None) -> pd.DataFrame:  # fmt: skip
     """Evaluate step: read scores tables, write tidy Parquet/CSV, ``metrics.json``, the paired
     KD-vs-baseline comparisons and ROC/PR/calibration points (``plots_dir/*.csv``)."""
     from sidflow.evaluate.compare import compare_detectors
     from sidflow.io import atomic_path, write_json, write_parquet
 
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
-    table = evaluate_scores(scores, train_generators)
+    table = evaluate_scores(scores, train_generators, real_pairs)
     write_parquet(table_path, table)
     with atomic_path(csv_path, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
