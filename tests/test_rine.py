@@ -417,3 +417,55 @@ def test_published_rine_weights_refuse_a_wrong_shape_or_extra_tensor(tmp_path):
     torch.save({k: v for k, v in state.items() if k != "head.6.bias"}, tmp_path / "short.pth")
     with pytest.raises(ValueError, match=r"missing tensors \['head.6.bias'\]"):
         load_published_rine(str(tmp_path / "short.pth"))
+
+
+def test_importance_ablations_mean_and_last_block():
+    from sidflow.models.rine import RineConfig, create_rine
+
+    tokens = torch.randn(5, 4, 6)
+    for mode, want in (("mean", [0.25] * 4), ("last", [0, 0, 0, 1])):
+        model = create_rine(RineConfig(n_blocks=4, dim=6, nproj=1, proj_dim=8, importance=mode))
+        assert model.block_importance().tolist() == pytest.approx(want)
+        assert not model.importance.requires_grad  # nothing to learn about the blocks
+        assert model(tokens)["logit"].shape == (5,)
+    last = create_rine(RineConfig(n_blocks=4, dim=6, nproj=1, proj_dim=8, importance="last")).eval()
+    changed = tokens.clone()
+    changed[:, :3] += 5.0  # only the last block is read
+    assert torch.allclose(last(tokens)["logit"], last(changed)["logit"])
+    with pytest.raises(ValueError, match="importance must be one of"):
+        create_rine(RineConfig(importance="first"))
+
+
+def test_mean_importance_and_a_training_fraction_train_through_the_workflow_step(tmp_path):
+    paths = _toy_tokens(tmp_path, n_per_class=40)
+    settings = {"nproj": 1, "proj_dim": 8, "epochs": 2, "batch_size": 16, "importance": "mean",
+                "train_fraction": 0.5}  # fmt: skip
+    meta = train_rine(paths["manifests"], paths["views"], paths["none"], settings, seed=1,
+                      out_dir=tmp_path / "m")  # fmt: skip
+    assert meta["block_importance"] == pytest.approx([0.25] * 4)
+    assert meta["train_images"] == 24  # half of the 24 training images per class
+    assert meta["rine"]["importance"] == "mean"
+
+
+def test_published_weights_are_evaluated_as_published(tmp_path):
+    from sidflow.models.rine import RineConfig, create_rine
+
+    paths = _toy_tokens(tmp_path, n_per_class=20)
+    torch.manual_seed(0)
+    ref = create_rine(RineConfig(n_blocks=4, dim=6, nproj=2, proj_dim=8)).eval()
+    state = {("alpha" if k == "importance" else k): v for k, v in ref.state_dict().items()
+             if not k.startswith("token_")}  # fmt: skip
+    state["alpha"] = state["alpha"].unsqueeze(0)  # the reference stores (1, n_blocks, proj_dim)
+    torch.save(state, tmp_path / "model_2class_trainable.pth")
+    settings = {"nproj": 2, "proj_dim": 8, "weights": str(tmp_path / "model_2class_trainable.pth")}
+    meta = train_rine(paths["manifests"], paths["views"], paths["none"], settings, seed=0,
+                      out_dir=tmp_path / "pub")  # fmt: skip
+    assert meta["best_epoch"] == 0 and meta["history"] == []  # not trained
+    loaded, _ = load_rine(tmp_path / "pub")
+    x = torch.randn(3, 4, 6)
+    assert torch.allclose(loaded(x)["logit"], ref(x)["logit"])
+    bad = {**settings, "proj_dim": 16}
+    with pytest.raises(ValueError, match=r"model_2class_trainable.pth: .*tensor 'alpha' has shape"):
+        train_rine(
+            paths["manifests"], paths["views"], paths["none"], bad, seed=0, out_dir=tmp_path / "x"
+        )

@@ -175,6 +175,12 @@ def rine_settings(wildcards):
     return config["experiment"]["rine"][wildcards.rine]
 
 
+def rine_weights(wildcards):
+    """The published weights a RINE detector starts from, if any (a rerun when they change)."""
+    path = rine_settings(wildcards).get("weights")
+    return [path] if path else []
+
+
 # -- evaluate / report ----------------------------------------------------
 def scored_keys():
     return list(dict.fromkeys(PLAN.train_keys() + PLAN.test_keys()))

@@ -5,6 +5,7 @@ rule rine_train:
         manifests=student_manifests,
         train=rine_train_features,
         val=rine_val_features,
+        weights=rine_weights,
     output:
         directory("results/{experiment}/models/{rine}"),
     log:

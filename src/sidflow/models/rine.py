@@ -33,6 +33,12 @@ class RineConfig:
     nproj: int = 4
     proj_dim: int = 1024
     dropout: float = 0.5
+    # how blocks are combined: "learned" (the paper's Trainable Importance Estimator), or the
+    # paper's ablations "mean" (equal weights, nothing learned) and "last" (last block only)
+    importance: str = "learned"
+
+
+IMPORTANCE_MODES = ("learned", "mean", "last")
 
 
 def _projection(d_in: int, d_out: int, layers: int, dropout: float) -> nn.Sequential:
@@ -47,13 +53,19 @@ class Rine(nn.Module):
         super().__init__()
         if cfg.nproj < 1 or cfg.n_blocks < 1:
             raise ValueError(f"RINE needs nproj >= 1 and n_blocks >= 1, got {cfg}")
+        if cfg.importance not in IMPORTANCE_MODES:
+            raise ValueError(
+                f"RINE importance must be one of {IMPORTANCE_MODES}, got {cfg.importance!r}"
+            )
         self.cfg = cfg
         # optional fixed input standardisation (per block and feature), set from training data
         self.register_buffer("token_mean", torch.zeros(cfg.n_blocks, cfg.dim))
         self.register_buffer("token_std", torch.ones(cfg.n_blocks, cfg.dim))
         self.proj1 = _projection(cfg.dim, cfg.proj_dim, cfg.nproj, cfg.dropout)
-        # Trainable Importance Estimator: one score per (block, feature)
-        self.importance = nn.Parameter(torch.randn(cfg.n_blocks, cfg.proj_dim))
+        # Trainable Importance Estimator: one score per (block, feature); fixed in the ablations
+        self.importance = nn.Parameter(
+            torch.randn(cfg.n_blocks, cfg.proj_dim), requires_grad=cfg.importance == "learned"
+        )
         self.proj2 = _projection(cfg.proj_dim, cfg.proj_dim, cfg.nproj, cfg.dropout)
         p = cfg.proj_dim
         self.head = nn.Sequential(
@@ -63,7 +75,14 @@ class Rine(nn.Module):
         )  # fmt: skip
 
     def block_weights(self) -> torch.Tensor:
-        """Softmax over blocks of the importance scores: n_blocks x proj_dim, columns sum to 1."""
+        """Weights of the blocks per feature (n_blocks x proj_dim, columns sum to 1): the
+        softmax over blocks of the importance scores, or equal / last-block-only weights."""
+        if self.cfg.importance == "mean":
+            return torch.full_like(self.importance, 1.0 / self.cfg.n_blocks)
+        if self.cfg.importance == "last":
+            w = torch.zeros_like(self.importance)
+            w[-1] = 1.0
+            return w
         return torch.softmax(self.importance, dim=0)
 
     def block_importance(self) -> torch.Tensor:
@@ -102,7 +121,7 @@ def published_state_dict(state: dict[str, torch.Tensor], model: Rine) -> dict[st
         name = "importance" if key == "alpha" else key
         if name not in own or name.startswith("token_"):
             raise ValueError(f"published RINE weights: unexpected tensor {key!r}")
-        value = value.reshape(own[name].shape) if key == "alpha" and value.dim() == 3 else value
+        value = value[0] if key == "alpha" and value.dim() == 3 and value.shape[0] == 1 else value
         if tuple(value.shape) != tuple(own[name].shape):
             raise ValueError(f"published RINE weights: tensor {key!r} has shape "
                              f"{tuple(value.shape)}, the model expects {tuple(own[name].shape)}")  # fmt: skip

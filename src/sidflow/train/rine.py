@@ -25,10 +25,19 @@ import torch
 from sidflow.cache.clip_features import read_tokens
 from sidflow.devices import seed_everything, select_device
 from sidflow.io import atomic_dir, read_json, write_json
-from sidflow.models.rine import RineConfig, create_rine, rine_loss
+from sidflow.models.rine import RineConfig, create_rine, published_state_dict, rine_loss
 from sidflow.tables import SCORE_SPLITS, SCORES_SCHEMA, scores_table
 from sidflow.train.common import balanced_epoch
-from sidflow.train.loop import Checkpoint, LoopState, card_fields, fingerprint, fit, train_one_epoch
+from sidflow.train.loop import (
+    Checkpoint,
+    LoopState,
+    card_fields,
+    fingerprint,
+    fit,
+    keep_best,
+    train_one_epoch,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +56,22 @@ class RineTrainConfig:
     epochs: int = 1
     batch_size: int = 128
     standardize: bool = False  # z-score tokens per (block, feature) with training statistics
+    importance: str = "learned"  # learned | mean | last (the paper's block-combination ablations)
+    train_fraction: float = 1.0  # < 1: a class-balanced seeded subset of the training images
+    weights: str | None = None  # the paper's published trainable part (model_*_trainable.pth)
+    finetune: bool = False  # with weights: train further (else evaluate them as published)
     seed: int = 0
+
+
+def fraction_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, class-balanced ``fraction`` of the samples (the paper's
+    training-set-size ablation): the same share of each class, at least one per class."""
+    rng = np.random.default_rng([seed, 11])
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        keep.append(rng.choice(idx, max(1, round(fraction * len(idx))), replace=False))
+    return np.sort(np.concatenate(keep))
 
 
 def _aligned(ids: pd.Series, tokens: np.ndarray, wanted: pd.Series, what: str) -> np.ndarray:
@@ -139,11 +163,26 @@ def train_rine(
 
     seed_everything(seed)
     dev = select_device(device)
-    rcfg = RineConfig(
-        n_blocks=n_blocks, dim=dim, nproj=cfg.nproj, proj_dim=cfg.proj_dim, dropout=cfg.dropout
-    )
+    if cfg.train_fraction < 1:
+        keep = fraction_subset(y, cfg.train_fraction, seed)
+        train, y, x_views = train.iloc[keep], y[keep], [x[keep] for x in x_views]
+    rcfg = RineConfig(n_blocks=n_blocks, dim=dim, nproj=cfg.nproj, proj_dim=cfg.proj_dim,
+                      dropout=cfg.dropout, importance=cfg.importance)  # fmt: skip
     model = create_rine(rcfg)
-    if cfg.standardize:
+    if cfg.weights:
+        published = torch.load(cfg.weights, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(published_state_dict(published, model), strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"{cfg.weights}: {exc} (tokens here: {n_blocks} blocks x {dim})"
+            ) from None
+        log.info(
+            "RINE: published weights from %s%s",
+            cfg.weights,
+            " (fine-tuned)" if cfg.finetune else "",
+        )
+    if cfg.standardize and not cfg.weights:
         stacked = np.concatenate(x_views)
         model.token_mean.copy_(torch.from_numpy(stacked.mean(0)))
         model.token_std.copy_(torch.from_numpy(stacked.std(0) + 1e-6))
@@ -155,7 +194,11 @@ def train_rine(
     if checkpoint_dir:
         ckpt = Checkpoint(Path(checkpoint_dir), {"model": model}, {"optimizer": task.opt})
         state = ckpt.resume(state)
-    state = fit(task, state, epochs=cfg.epochs, val_labels=val["label"], checkpoint=ckpt)
+    if cfg.weights and not cfg.finetune:  # the published model as it is: validate, no training
+        preds, ap = validate(task.predict_val, val["label"])
+        keep_best(state, model, ap, preds)
+    else:
+        state = fit(task, state, epochs=cfg.epochs, val_labels=val["label"], checkpoint=ckpt)
     meta = {
         "detector": "rine", "rine": asdict(rcfg), "train": asdict(cfg), "views": views,
         **card_fields(state, val["label"], len(train)),
