@@ -16,6 +16,7 @@ from sidflow.cache.clip_features import (
     tokens_schema,
 )
 from sidflow.data.augment import augmented, draw_chain
+from sidflow.data.perturb import apply_chain
 from sidflow.io import write_json, write_parquet
 from sidflow.models.rine import RineConfig, create_rine, rine_loss, supcon_loss
 from sidflow.train.rine import load_rine, score_rine, score_rine_views, train_rine
@@ -87,10 +88,11 @@ def test_augmentation_views_are_seeded_and_follow_probabilities():
     assert not np.array_equal(
         a1, augmented(arr, "img-1", 2, seed=3, spec={"blur_prob": 1.0, "jpeg_prob": 1.0})
     )
-    off = {"blur_prob": 0.0, "jpeg_prob": 0.0}
+    off = {"blur_prob": 0.0, "jpeg_prob": 0.0, "flip": False}
     assert np.array_equal(augmented(arr, "img-1", 1, 3, off), arr)
+    # sidflow's earlier draws (reference: false): PIL blur, quality uniform in the range
     rng = np.random.default_rng(0)
-    chains = [draw_chain(rng, {"jpeg_quality": [30, 40]}) for _ in range(2000)]
+    chains = [draw_chain(rng, {"jpeg_quality": [30, 40], "reference": False}) for _ in range(2000)]
     blur = np.mean([any("blur" in s for s in c) for c in chains])
     jpeg = [s["jpeg"] for c in chains for s in c if "jpeg" in s]
     assert (
@@ -98,7 +100,62 @@ def test_augmentation_views_are_seeded_and_follow_probabilities():
         and 0.45 < len(jpeg) / 2000 < 0.55
         and min(jpeg) >= 30
         and max(jpeg) <= 40
+        and len(set(jpeg)) > 2
     )
+
+
+def test_reference_draws_match_the_rine_code():
+    """mever-team/rine data_augment: blur p 0.5 (scipy, sigma U[0, 3]), then JPEG p 0.5 at a
+    quality chosen from {30, 100} by an encoder chosen from {OpenCV, PIL}; crop, flip p 0.5."""
+    rng = np.random.default_rng(1)
+    chains = [draw_chain(rng, {}) for _ in range(4000)]
+    sigmas = [s["gaussian"] for c in chains for s in c if "gaussian" in s]
+    steps = [(k, v) for c in chains for s in c for k, v in s.items() if k.startswith("jpeg")]
+    assert 0.47 < len(sigmas) / 4000 < 0.53 and 0 < min(sigmas) and max(sigmas) <= 3.0
+    assert 0.47 < len(steps) / 4000 < 0.53 and {v for _, v in steps} == {30, 100}
+    cv2_share = np.mean([k == "jpeg_cv2" for k, _ in steps])
+    assert 0.45 < cv2_share < 0.55 and all(
+        list(c[0])[0] == "gaussian" for c in chains if len(c) == 2
+    )
+    arr = (np.random.default_rng(0).random((40, 36, 3)) * 255).astype(np.uint8)
+    views = [
+        augmented(arr, f"img-{i}", 1, 0, {"blur_prob": 0, "jpeg_prob": 0, "crop": 24})
+        for i in range(400)
+    ]
+    assert all(v.shape == (24, 24, 3) for v in views)
+    # a crop is a window of the image; half of them mirrored
+    flipped = 0
+    for v in views:
+        hits = [
+            np.array_equal(v, arr[y : y + 24, x : x + 24]) for y in range(17) for x in range(13)
+        ]
+        mirrored = [
+            np.array_equal(v[:, ::-1], arr[y : y + 24, x : x + 24])
+            for y in range(17)
+            for x in range(13)
+        ]
+        assert any(hits) or any(mirrored)
+        flipped += not any(hits)
+    assert 0.4 < flipped / 400 < 0.6
+    with pytest.raises(ValueError, match="crop 64 is larger than the 40x36"):
+        augmented(arr, "x", 1, 0, {"crop": 64})
+
+
+def test_opencv_jpeg_and_scipy_gaussian_operations():
+    arr = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
+    cv, pil = apply_chain(arr, [{"jpeg_cv2": 50}]), apply_chain(arr, [{"jpeg": 50}])
+    # both wrap libjpeg with the standard tables here: lossy, and (nearly) the same bytes
+    assert cv.shape == arr.shape and not np.array_equal(cv, arr)
+    assert np.abs(cv.astype(int) - pil.astype(int)).max() <= 2
+    smooth = np.broadcast_to(
+        np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (32, 32, 3)
+    ).copy()
+    assert np.abs(apply_chain(smooth, [{"jpeg_cv2": 100}]).astype(int) - smooth).mean() < 3
+    from scipy.ndimage import gaussian_filter
+
+    g = apply_chain(arr, [{"gaussian": 1.5}])
+    want = np.clip(np.rint(gaussian_filter(arr[..., 1].astype(float), 1.5)), 0, 255)
+    assert np.array_equal(g[..., 1], want.astype(np.uint8))
 
 
 def _toy_tokens(root, n_per_class=150, n_blocks=4, dim=6, informative=2, seed=0):

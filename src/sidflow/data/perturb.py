@@ -4,8 +4,8 @@ A perturbation is a named chain of operations from config, applied to the proces
 image (what the detector would otherwise see)::
 
     perturbations:
-      jpeg75: [{jpeg: 75}]
-      blur1: [{blur: 1.0}]
+      jpeg75: [{jpeg: 75}]                # PIL's encoder; {jpeg_cv2: q}: OpenCV's
+      blur1: [{blur: 1.0}]                # PIL's Gaussian blur; {gaussian: s}: scipy's, per channel
       resize0.5: [{resize: 0.5}]          # downscale, then upscale back to the input size
       combo: [{blur: 1.0}, {resize: 0.5}, {jpeg: 75}]
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-OPS = ("jpeg", "blur", "resize", "jitter")
+OPS = ("jpeg", "jpeg_cv2", "blur", "gaussian", "resize", "jitter")
 
 
 def check_chain(chain: Sequence[dict]) -> None:
@@ -31,9 +31,9 @@ def check_chain(chain: Sequence[dict]) -> None:
                 f"perturbation step {step!r}: one of {OPS} with its parameter expected"
             )
         ((op, value),) = step.items()
-        if op == "jpeg" and not 1 <= int(value) <= 100:
+        if op in ("jpeg", "jpeg_cv2") and not 1 <= int(value) <= 100:
             raise ValueError(f"jpeg quality {value} outside 1..100")
-        if op == "blur" and not 0 < float(value) <= 50:
+        if op in ("blur", "gaussian") and not 0 < float(value) <= 50:
             raise ValueError(f"blur sigma {value} outside (0, 50]")
         if op == "resize" and not 0 < float(value) < 1:
             raise ValueError(f"resize factor {value} outside (0, 1)")
@@ -51,8 +51,21 @@ def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=int(value))
             img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        elif op == "jpeg_cv2":  # OpenCV's encoder (other tables and rounding than PIL's)
+            import cv2
+
+            ok, enc = cv2.imencode(".jpg", np.asarray(img)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(value)])
+            if not ok:
+                raise ValueError(f"OpenCV could not encode a JPEG at quality {value}")
+            img = Image.fromarray(cv2.imdecode(enc, cv2.IMREAD_COLOR)[..., ::-1])
         elif op == "blur":
             img = img.filter(ImageFilter.GaussianBlur(radius=float(value)))
+        elif op == "gaussian":  # scipy's Gaussian filter per channel, sigma in pixels (RINE's blur)
+            from scipy.ndimage import gaussian_filter
+
+            a = np.asarray(img).astype(np.float64)
+            out = np.stack([gaussian_filter(a[..., c], sigma=float(value)) for c in range(3)], axis=-1)
+            img = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
         elif op == "jitter":  # brightness, contrast, saturation in [1-v, 1+v], seeded by the image
             rng = np.random.default_rng(zlib.crc32(np.asarray(img).tobytes()))
             for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
