@@ -86,9 +86,18 @@ def test_overlay_merges_deeply(cfg):
     assert merged["preprocess"]["image_size"] == 64 and merged["preprocess"]["jpeg_quality"] == 90
 
 
-def test_cifake_overlay_is_valid(repo, monkeypatch):
+def _cifake_config(tmp_path):
+    """The CIFAKE preset with its archive path pointed at a stand-in file, so the preset is
+    checked the same beside ../shared and without it."""
+    (tmp_path / "cifake.zip").write_bytes(b"PK")
+    local = tmp_path / "local.yaml"
+    local.write_text(f"datasets: {{cifake: {{source: {{path: {tmp_path / 'cifake.zip'}}}}}}}\n")
+    return load_config("config.yaml", overlays=["experiments/cifake.yaml", str(local)])
+
+
+def test_cifake_overlay_is_valid(repo, monkeypatch, tmp_path):
     monkeypatch.chdir(repo)
-    cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
+    cfg = _cifake_config(tmp_path)
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.generators() == [("cifake", "real"), ("cifake", "sd14")]
     assert plan.rines() == [] and plan.detectors() == [
@@ -304,7 +313,7 @@ def test_missing_local_source_is_fine_once_downloaded(tmp_path, monkeypatch, rep
     """Relative paths are relative to the working folder (where Snakemake runs); a source
     whose generators are all in data/raw/ already is not needed any more."""
     monkeypatch.chdir(repo)
-    cfg = load_config("config.yaml", overlays=["experiments/cifake.yaml"])
+    cfg = _cifake_config(tmp_path)
     sheet = load_sheet(cfg["generators_sheet"])
     cfg["datasets"]["cifake"]["source"]["path"] = "data/downloads/gone.zip"
     monkeypatch.chdir(tmp_path)

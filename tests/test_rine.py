@@ -526,3 +526,53 @@ def test_published_weights_are_evaluated_as_published(tmp_path):
         train_rine(
             paths["manifests"], paths["views"], paths["none"], bad, seed=0, out_dir=tmp_path / "x"
         )
+
+
+def test_test_time_crops_shapes_and_positions():
+    from sidflow.cache.clip_features import test_crops
+
+    arr = (np.random.default_rng(3).random((40, 36, 3)) * 255).astype(np.uint8)
+    assert test_crops(arr, "resize", 24).shape == (1, 40, 36, 3)
+    centre = test_crops(arr, "center", 24)
+    assert centre.shape == (1, 24, 24, 3) and np.array_equal(centre[0], arr[8:32, 6:30])
+    ten = test_crops(arr, "tencrop", 24)
+    assert ten.shape == (10, 24, 24, 3)
+    assert np.array_equal(ten[0], arr[:24, :24]) and np.array_equal(ten[3], arr[16:, 12:])
+    assert np.array_equal(ten[4], centre[0]) and np.array_equal(ten[5], arr[:, ::-1][:24, :24])
+    with pytest.raises(ValueError, match="smaller than the 48 px"):
+        test_crops(arr, "center", 48)
+
+
+def test_ten_crop_scores_average_the_logits():
+    from sidflow.models.rine import RineConfig, create_rine
+    from sidflow.train.rine import predict_rine
+
+    torch.manual_seed(0)
+    model = create_rine(RineConfig(n_blocks=3, dim=4, nproj=1, proj_dim=4)).eval()
+    with torch.no_grad():
+        model.head[-1].weight.mul_(100)  # large logits: averaging them differs from averaging p
+    tokens = np.random.default_rng(0).normal(size=(5, 10, 3, 4)).astype(np.float32) * 3
+    with torch.no_grad():
+        logits = model(torch.from_numpy(tokens.reshape(50, 3, 4)))["logit"].view(5, 10)
+    want = torch.sigmoid(logits.mean(1)).numpy()
+    assert np.allclose(predict_rine(model, tokens, "cpu", batch_size=2), want, atol=1e-6)
+    # not the mean of the probabilities
+    assert not np.allclose(want, torch.sigmoid(logits).mean(1).numpy(), rtol=0.1, atol=0)
+
+
+def test_ten_crop_features_are_cached_per_crop(tiny_dataset):
+    root = tiny_dataset["root"]
+    backbone_step(TINY_CLIP, seed=0, out_dir=root / "clip")
+    man_path, proc = tiny_dataset["manifests"][0], tiny_dataset["processed"][0]
+    kw = {"cache_root": root / "features", "seed": 0, "augment": {}}
+    s = build_clip_features(
+        root / "clip", man_path, proc, root / "t.parquet", test_crop="tencrop", **kw
+    )
+    ids, toks = read_tokens([root / "t.parquet"])
+    assert toks.shape == (len(ids), 10, 3, 32) and s["computed"] == len(ids)
+    c = build_clip_features(
+        root / "clip", man_path, proc, root / "c.parquet", test_crop="center", **kw
+    )
+    assert c["computed"] == len(ids)  # another store: another key
+    _, centre = read_tokens([root / "c.parquet"])
+    assert np.allclose(centre, toks[:, 4], atol=1e-5)  # the 5th ten-crop is the centre crop

@@ -115,13 +115,16 @@ def teacher_cache_schema(dim: int | None) -> pa.Schema:
     )
 
 
-def token_schema(n_blocks: int, dim: int, backbone_hash: str) -> pa.Schema:
-    """``results/features/clip/...`` CLS tokens (``n_blocks * dim``, row-major) and chunks."""
+def token_schema(n_blocks: int, dim: int, backbone_hash: str, n_crops: int = 1) -> pa.Schema:
+    """``results/features/clip/...`` CLS tokens (``n_crops * n_blocks * dim``, row-major; several
+    crops with test-time ten-crop) and chunks."""
     meta = {"n_blocks": str(n_blocks), "dim": str(dim), "backbone_hash": backbone_hash}
+    if n_crops > 1:
+        meta["n_crops"] = str(n_crops)
     return pa.schema(
         [
             ("image_id", pa.string()),
-            ("tokens", float_list(n_blocks * dim)),
+            ("tokens", float_list(n_crops * n_blocks * dim)),
             ("view", pa.string()),
             ("code_version", pa.string()),
         ],

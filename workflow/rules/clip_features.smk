@@ -38,6 +38,7 @@ rule clip_features:
         chains=view_chains(),
         augment=config["rine"]["augment"],
         seed=config["seed"],
+        test_crop=config["rine"]["test_crop"],
         # append-only stores behind the features (outside what Snakemake owns)
         cache_root="results/features/.store",
     script:
@@ -69,6 +70,7 @@ if clip_aug_views():
             chains={view: [] for view in clip_aug_views()},
             augment=config["rine"]["augment"],
             seed=config["seed"],
+            test_crop="resize",  # training views are cropped by the augmentation
             cache_root="results/features/.store",
         script:
             "../scripts/clip_features.py"

@@ -16,4 +16,5 @@ build_clip_views(
     cache_root=snakemake.params.cache_root,
     augment=dict(snakemake.params.augment),
     seed=snakemake.params.seed,
+    test_crop=snakemake.params.test_crop,
 )

@@ -51,15 +51,49 @@ def view_splits(view: str) -> tuple[str, ...]:
     return ("test",)
 
 
-def view_key(view: str, augment: dict | None, chain: list | None, seed: int) -> str:
+TEST_CROPS = ("resize", "center", "tencrop")
+
+
+def is_train_view(view: str) -> bool:
+    return bool(re.fullmatch(r"aug\d+", view))
+
+
+def test_crops(arr: np.ndarray, mode: str, size: int) -> np.ndarray:
+    """The test-time crops of one H x W x 3 image, C x S x S x 3: ``resize`` (the whole image,
+    resized later by the encoder's preprocessing), ``center`` (a centre S x S crop, no resize)
+    or ``tencrop`` (torchvision's TenCrop: four corners + centre, and of the mirrored image)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if mode == "resize":
+        return arr[None]
+    h, w = arr.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"test_crop {mode}: the {h}x{w} processed image is smaller than the {size} px "
+                         "encoder input (raise preprocess.image_size)")  # fmt: skip
+    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    crops = (
+        [TF.center_crop(x, [size, size])]
+        if mode == "center"
+        else list(TF.ten_crop(x, [size, size]))
+    )
+    return torch.stack(crops).permute(0, 2, 3, 1).numpy()
+
+
+def view_key(
+    view: str, augment: dict | None, chain: list | None, seed: int, test_crop: str = "resize"
+) -> str:
     """``<view>-<hash10 of its parameters>``: the view's store folder (a perturbation view
     must carry a valid chain)."""
-    if view != "none" and not view.startswith("aug"):
+    if view != "none" and not is_train_view(view):
         if not chain:
             raise ValueError(f"view {view!r} is a perturbation and needs its chain")
         check_chain(chain)
-    params = json.dumps({"view": view, "augment": augment, "chain": chain, "seed": seed},
-                        sort_keys=True)  # fmt: skip
+    if test_crop not in TEST_CROPS:
+        raise ValueError(f"test_crop must be one of {TEST_CROPS}, got {test_crop!r}")
+    spec = {"view": view, "augment": augment, "chain": chain, "seed": seed}
+    if test_crop != "resize" and not is_train_view(view):
+        spec["test_crop"] = test_crop  # (resize: the key every earlier store has)
+    params = json.dumps(spec, sort_keys=True)
     return f"{view}-{hashlib.sha256(params.encode()).hexdigest()[:10]}"
 
 
@@ -79,21 +113,25 @@ def build_clip_features(
     backbone_dir: str | Path, manifest: str | Path, processed_dir: str | Path, out_path: str | Path,
     cache_root: str | Path, view: str = "none", augment: dict | None = None, chain: list | None = None,
     seed: int = 0, batch_size: int = 64, chunk_rows: int = 2048, device: str = "auto",
+    test_crop: str = "resize",
 ) -> dict:  # fmt: skip
     """One (dataset, generator, view) of the clip_features step (see :func:`build_clip_views`)."""
     views = {view: (out_path, chain)}
     return build_clip_views(backbone_dir, manifest, processed_dir, views, cache_root, augment,
-                            seed, batch_size, chunk_rows, device)[view]  # fmt: skip
+                            seed, batch_size, chunk_rows, device, test_crop)[view]  # fmt: skip
 
 
 def build_clip_views(
     backbone_dir: str | Path, manifest: str | Path, processed_dir: str | Path,
     views: dict[str, tuple[str | Path, list | None]], cache_root: str | Path, augment: dict | None = None,
     seed: int = 0, batch_size: int = 64, chunk_rows: int = 2048, device: str = "auto",
+    test_crop: str = "resize",
 ) -> dict[str, dict]:  # fmt: skip
     """The clip_features step for one (dataset, generator): every view ``{view: (out_path,
     chain)}`` (the encoder loaded once, only if a row is missing); ``cache_root``: the folder
-    of the stores (the rule's ``params.cache_root``). Returns a summary per view."""
+    of the stores (the rule's ``params.cache_root``); ``test_crop``: how clean and perturbed
+    views meet the encoder (:func:`test_crops`; training views are never cropped here). Returns
+    a summary per view."""
     card = read_json(Path(backbone_dir) / "card.json")
 
     @functools.cache
@@ -101,16 +139,23 @@ def build_clip_views(
         dev, (model, cfg) = select_device(device), load_clip(backbone_dir)
         return model.to(dev), cfg.image_size, dev
 
-    schema = tokens_schema(card["n_blocks"], card["dim"], card["checkpoint_hash"])
     done = {}
     for view, (out_path, chain) in views.items():
-        key = view_key(view, augment, chain, seed)
+        crop = "resize" if is_train_view(view) else test_crop
+        n_crops = {"resize": 1, "center": 1, "tencrop": 10}[crop]
+        schema = tokens_schema(card["n_blocks"], card["dim"], card["checkpoint_hash"], n_crops)
+        key = view_key(view, augment, chain, seed, test_crop)
         full, store = open_store(manifest, cache_root, f"clip-{card['checkpoint_hash'][:12]}", key)
         man = full[full["split"].isin(view_splits(view))]
 
-        def compute(chunk: pd.DataFrame, view=view, chain=chain) -> pd.DataFrame:
+        def compute(
+            chunk: pd.DataFrame, view=view, chain=chain, crop=crop, n_crops=n_crops
+        ) -> pd.DataFrame:
             arr = _view_images(chunk, view, augment or {}, chain, seed)
-            flat = _tokens(*clip(), arr, batch_size)
+            model, size, dev = clip()
+            if crop != "resize":
+                arr = np.concatenate([test_crops(a, crop, size) for a in arr])
+            flat = _tokens(model, size, dev, arr, batch_size).reshape(len(chunk), -1)
             return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
                                  "view": view, "code_version": sidflow.code_version()})  # fmt: skip
 
@@ -131,7 +176,8 @@ def _tokens(model, image_size: int, dev, arr: np.ndarray, batch_size: int) -> np
 
 
 def read_tokens(paths: list[str | Path]) -> tuple[pd.Series, np.ndarray]:
-    """``(image_ids, tokens N x n_blocks x dim)`` from one or more feature files."""
+    """``(image_ids, tokens N x n_blocks x dim)`` from one or more feature files
+    (``N x n_crops x n_blocks x dim`` for ten-crop test views)."""
     ids, arrs, shape = [], [], None
     for p in paths:
         table = pq.read_table(p, columns=["image_id", "tokens"])
@@ -139,6 +185,8 @@ def read_tokens(paths: list[str | Path]) -> tuple[pd.Series, np.ndarray]:
         if b"n_blocks" not in meta:
             raise ValueError(f"{p}: not a CLIP feature file (no n_blocks metadata)")
         s = (int(meta[b"n_blocks"]), int(meta[b"dim"]))
+        if int(meta.get(b"n_crops", 1)) > 1:  # test-time crops: N x crops x blocks x dim
+            s = (int(meta[b"n_crops"]), *s)
         if shape is not None and s != shape:
             raise ValueError(f"{p}: token shape {s} differs from {shape} (another backbone?)")
         shape = s

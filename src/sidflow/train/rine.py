@@ -85,11 +85,17 @@ def _aligned(ids: pd.Series, tokens: np.ndarray, wanted: pd.Series, what: str) -
 
 @torch.no_grad()
 def predict_rine(model, tokens: np.ndarray, device, batch_size: int = 1024) -> np.ndarray:
+    """p_fake per image from its tokens (N x blocks x dim), or from several test-time crops
+    (N x crops x blocks x dim): their logits averaged, then the sigmoid (as the reference)."""
     model.eval()
     out = []
     for lo in range(0, len(tokens), batch_size):
         x = torch.from_numpy(tokens[lo : lo + batch_size]).to(device)
-        out.append(torch.sigmoid(model(x)["logit"]).float().cpu().numpy())
+        if x.dim() == 4:
+            logit = model(x.flatten(0, 1))["logit"].view(x.shape[0], x.shape[1]).mean(1)
+        else:
+            logit = model(x)["logit"]
+        out.append(torch.sigmoid(logit).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
