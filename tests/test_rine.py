@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -576,3 +578,53 @@ def test_ten_crop_features_are_cached_per_crop(tiny_dataset):
     assert c["computed"] == len(ids)  # another store: another key
     _, centre = read_tokens([root / "c.parquet"])
     assert np.allclose(centre, toks[:, 4], atol=1e-5)  # the 5th ten-crop is the centre crop
+
+
+@pytest.mark.parametrize("test_crop", ["resize", "tencrop"])
+def test_predict_classifies_a_folder_with_a_rine_model(tiny_dataset, tmp_path, test_crop, capsys):
+    """A RINE folder (head + card) with its CLIP backbone scores raw images exactly as the
+    pipeline scored the same images (same preprocessing, tokens and test-time crops)."""
+    from sidflow.cli import main
+
+    root = tiny_dataset["root"]
+    backbone_step(TINY_CLIP, seed=0, out_dir=root / "clip")
+    kw = {"cache_root": root / "features", "seed": 0, "augment": {"views": 1}}
+    feats = {"none": [], "aug1": []}
+    for man, proc in zip(tiny_dataset["manifests"], tiny_dataset["processed"], strict=True):
+        name = Path(man).stem
+        for view in feats:
+            out = root / "f" / name / f"{view}.parquet"
+            build_clip_features(root / "clip", man, proc, out, view=view, test_crop=test_crop, **kw)
+            feats[view].append(out)
+    pre = {"image_size": 32, "jpeg_quality": 95}
+    train_rine(tiny_dataset["manifests"], {"aug1": feats["aug1"]}, feats["none"],
+               {"nproj": 1, "proj_dim": 16, "epochs": 2, "batch_size": 16}, seed=0, out_dir=root / "rine",
+               backbone_card=root / "clip" / "card.json", preprocess=pre, test_crop=test_crop)  # fmt: skip
+    score_rine(
+        root / "rine", tiny_dataset["manifests"][1], feats["none"][1], "rine", root / "s.parquet"
+    )
+    scored = pd.read_parquet(root / "s.parquet").merge(
+        pd.read_parquet(tiny_dataset["manifests"][1]), on="image_id"
+    )
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--model", str(root / "rine"), str(root / "raw" / "fake"), "--output", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    preds = pd.read_csv(out)
+    assert len(preds) == 60 and set(preds["verdict"]) <= {"real", "fake"}
+    preds["source_path"] = preds["path"].map(lambda p: Path(p).name)
+    both = scored.merge(preds, on="source_path")
+    assert len(both) == len(scored) and np.allclose(both["p_fake_x"], both["p_fake_y"], atol=1e-5)
+    # another backbone is refused by its content hash
+    backbone_step(
+        {**TINY_CLIP, "tiny": {**TINY_CLIP["tiny"], "layers": 2}}, seed=1, out_dir=root / "other"
+    )
+    capsys.readouterr()
+    args = [
+        "predict",
+        "--model",
+        str(root / "rine"),
+        "--backbone",
+        str(root / "other"),
+        str(root / "raw"),
+    ]
+    assert main(args) == 2 and "not the CLIP backbone" in capsys.readouterr().err

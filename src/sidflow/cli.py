@@ -31,7 +31,7 @@ def cmd_predict(args) -> int:
 
     fmt = output_format(args.output, args.format) if args.output else None
     items = check_inputs(args.paths)  # every argument, before any work
-    predictor = load_predictor(args.model, str(select_device(args.device)))
+    predictor = load_predictor(args.model, str(select_device(args.device)), args.backbone)
     counts = {"real": 0, "fake": 0, "quarantined": 0}
     results = ResultsFile(args.output, fmt) if args.output else None  # opened after the model
     try:
@@ -116,8 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", help="files, folders (recursive) or glob patterns")
     p.add_argument(
-        "--model", required=True, help="a student folder, e.g. results/demo/models/student-kd"
-    )
+        "--model", required=True,
+        help="a student or RINE model folder, e.g. results/demo/models/student-kd or results/demo/models/rine",
+    )  # fmt: skip
+    p.add_argument(
+        "--backbone", default=None,
+        help="RINE only: its CLIP backbone folder (default: the one its card names, results/backbones/clip)",
+    )  # fmt: skip
     p.add_argument(
         "--output",
         help="write results to this file (written to a temporary file, moved into place at the "

@@ -1,6 +1,7 @@
-"""Apply a trained student to image files with exactly the training preprocessing.
+"""Apply a trained detector to image files with exactly the training preprocessing.
 
     sidflow predict --model results/demo/models/student-kd --output preds.csv photos/ extra.png
+    sidflow predict --model results/demo/models/rine --output preds.csv photos/   # RINE + its CLIP
 
 Order of work: the output path and every input argument are checked, then the model is
 loaded (its integrity hashes checked), and only then are images read. Streams through
@@ -19,7 +20,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,43 +71,88 @@ def expand_paths(items: Iterable[str]) -> Iterator[Path]:
 
 @dataclass
 class Predictor:
-    """A loaded student with the preprocessing and threshold it was trained with."""
+    """A loaded detector (a student, or RINE over its CLIP backbone) with the preprocessing
+    and threshold it was trained with; ``score`` maps processed image bytes to p_fake."""
 
     name: str
-    model: torch.nn.Module
-    device: str
+    score: Callable[[list[bytes]], np.ndarray]
     size: int
     quality: int
     max_pixels: int
-    mean: float | list[float]
-    std: float | list[float]
     threshold: float
     encode: str = "jpeg"  # the preprocessing encode mode the model was trained with
 
 
-def load_predictor(model_dir: str | Path, device: str = "cpu") -> Predictor:
+def load_predictor(
+    model_dir: str | Path, device: str = "cpu", backbone: str | Path | None = None
+) -> Predictor:
+    """A student folder (``student.json``) or a RINE folder (``card.json`` of a RINE detector,
+    whose CLIP backbone is read from ``backbone`` or the folder its card names)."""
+    folder = Path(model_dir)
+    if not (folder / "student.json").is_file() and (folder / "card.json").is_file():
+        return _rine_predictor(folder, device, backbone)
     from sidflow.models.student import load_student
 
     model, meta = load_student(model_dir)
+    model.to(device)
     pre = meta.get("preprocess") or {}
-    return Predictor(
-        name=str(model_dir),
-        model=model.to(device),
-        device=device,
-        size=int(pre.get("image_size", meta["student"]["image_size"])),
-        quality=int(pre.get("jpeg_quality", 90)),
-        max_pixels=int(pre.get("max_pixels", 64_000_000)),
-        mean=meta["student"]["image_mean"],
-        std=meta["student"]["image_std"],
-        threshold=float(meta["threshold"]),
-        encode=str(pre.get("encode", "jpeg")),
-    )
+    mean, std = meta["student"]["image_mean"], meta["student"]["image_std"]
+
+    def score(jpegs: list[bytes]) -> np.ndarray:
+        x = to_tensor(jpegs, mean, std).to(device)
+        with torch.no_grad():
+            return torch.softmax(model(x)["logits"].float(), 1)[:, 1].cpu().numpy()
+
+    return Predictor(name=str(model_dir), score=score, threshold=float(meta["threshold"]),
+                     size=int(pre.get("image_size", meta["student"]["image_size"])),
+                     quality=int(pre.get("jpeg_quality", 90)), max_pixels=int(pre.get("max_pixels", 64_000_000)),
+                     encode=str(pre.get("encode", "jpeg")))  # fmt: skip
+
+
+def _rine_predictor(folder: Path, device: str, backbone: str | Path | None) -> Predictor:
+    """RINE on raw images: the training preprocessing, the backbone's block tokens under the
+    run's test-time crop, the head's p_fake (the backbone's content hash is checked)."""
+    from sidflow.cache.clip_features import test_crops
+    from sidflow.data.images import decode_jpeg_array
+    from sidflow.io import hash_tree, read_json
+    from sidflow.models.clip import block_cls_tokens, clip_pixels, load_clip
+    from sidflow.train.rine import load_rine, predict_rine
+
+    card = read_json(folder / "card.json")
+    if card.get("detector") != "rine":
+        raise ValueError(f"{folder}: neither a student (student.json) nor a RINE model folder")
+    want = (card.get("backbone") or {}).get("checkpoint_hash")
+    bdir = Path(backbone or card.get("backbone_dir") or "")
+    if not want or not (bdir / "model").is_dir():
+        raise FileNotFoundError(f"{folder}: its CLIP backbone folder {str(bdir) or '?'} is missing; "
+                                "give it with --backbone (e.g. results/backbones/clip)")  # fmt: skip
+    if hash_tree(bdir / "model") != want:
+        raise ValueError(
+            f"{bdir}: not the CLIP backbone {folder} was trained on (content hash differs)"
+        )
+    head, _ = load_rine(folder)
+    clip, cfg = load_clip(bdir)
+    clip.to(device)
+    head.to(device)
+    crop, pre = card.get("test_crop", "resize"), card.get("preprocess") or {}
+
+    def score(jpegs: list[bytes]) -> np.ndarray:
+        crops = [test_crops(decode_jpeg_array(j), crop, cfg.image_size) for j in jpegs]
+        x = clip_pixels(np.concatenate(crops), cfg.image_size).to(device)
+        toks = block_cls_tokens(clip, x).cpu().numpy()
+        toks = toks.reshape(len(jpegs), *toks.shape[1:]) if len(crops[0]) == 1 else toks.reshape(
+            len(jpegs), len(crops[0]), *toks.shape[1:])  # fmt: skip
+        return predict_rine(head, toks.astype(np.float32), device)
+
+    return Predictor(name=str(folder), score=score, threshold=float(card["threshold"]),
+                     size=int(pre.get("image_size", 32)), quality=int(pre.get("jpeg_quality", 90)),
+                     max_pixels=int(pre.get("max_pixels", 64_000_000)), encode=str(pre.get("encode", "jpeg")))  # fmt: skip
 
 
 def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_size: int = 64,
                   device: str = "cpu", progress: bool = False) -> Iterator[dict]:  # fmt: skip
     """Yield one result dict per input: path, p_fake, verdict, threshold, model, reason.
-    ``model`` is a student folder or a :class:`Predictor` from :func:`load_predictor`."""
+    ``model`` is a model folder or a :class:`Predictor` from :func:`load_predictor`."""
     pred = model if isinstance(model, Predictor) else load_predictor(model, device)
     threshold, name = pred.threshold, pred.name
     paths: Iterable[Path] = expand_paths(items)
@@ -117,9 +163,7 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
     batch: list[tuple[Path, bytes]] = []
 
     def flush():
-        x = to_tensor([j for _, j in batch], pred.mean, pred.std).to(pred.device)
-        with torch.no_grad():
-            p = torch.softmax(pred.model(x)["logits"].float(), 1)[:, 1].cpu().numpy()
+        p = np.asarray(pred.score([j for _, j in batch]), dtype=float)
         bad = ~np.isfinite(p)
         if bad.any():
             first = batch[int(np.argmax(bad))][0]

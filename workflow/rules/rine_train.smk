@@ -19,5 +19,7 @@ rule rine_train:
         train_features=rine_view_features,
         settings=rine_settings,
         seed=config["seed"],
+        preprocess=config["preprocess"],
+        test_crop=config["rine"]["test_crop"],
     script:
         "../scripts/rine_train.py"

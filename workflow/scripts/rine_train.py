@@ -16,4 +16,6 @@ train_rine(
     seed=snakemake.params.seed,
     out_dir=snakemake.output[0],
     backbone_card=str(Path(snakemake.input.backbone) / "card.json"),
+    preprocess=dict(snakemake.params.preprocess),
+    test_crop=snakemake.params.test_crop,
 )

@@ -70,7 +70,7 @@ def test_crops(arr: np.ndarray, mode: str, size: int) -> np.ndarray:
     if h < size or w < size:
         raise ValueError(f"test_crop {mode}: the {h}x{w} processed image is smaller than the {size} px "
                          "encoder input (raise preprocess.image_size)")  # fmt: skip
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
     crops = (
         [TF.center_crop(x, [size, size])]
         if mode == "center"

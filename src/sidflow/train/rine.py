@@ -158,10 +158,11 @@ def train_rine(
     manifests: list[str | Path], train_features: dict[str, list[str | Path]],
     val_features: list[str | Path], settings: dict, seed: int, out_dir: str | Path,
     backbone_card: str | Path | None = None, device: str = "auto",
-    checkpoint_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None, preprocess: dict | None = None, test_crop: str = "resize",
 ) -> dict:  # fmt: skip
     """Run the rine_train step; writes ``model.safetensors`` + ``card.json`` atomically.
-    With ``checkpoint_dir`` every epoch is checkpointed there and a killed run resumes."""
+    With ``checkpoint_dir`` every epoch is checkpointed there and a killed run resumes.
+    ``preprocess`` and ``test_crop`` are recorded so `sidflow predict` applies them."""
     cfg = RineTrainConfig(**{**settings, "seed": seed})
     train, val, views, x_views, x_val = _load_tokens(manifests, train_features, val_features)
     y = train["label"].to_numpy().astype(np.int64)
@@ -212,6 +213,9 @@ def train_rine(
         "history": [{k: v for k, v in h.items() if k != "block_importance"} for h in state.history],
         "importance_history": [h["block_importance"] for h in state.history],
         "backbone": read_json(backbone_card) if backbone_card else None,
+        # what `sidflow predict` needs to score raw images as the run did
+        "backbone_dir": str(Path(backbone_card).parent) if backbone_card else None,
+        "preprocess": dict(preprocess or {}), "test_crop": test_crop,
     }  # fmt: skip
     _save_rine(model, meta, out_dir)
     if ckpt is not None:
