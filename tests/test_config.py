@@ -121,6 +121,7 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
         "student-kd",
         "student-nokd",
         "rine",
+        "rine-mean",
         "audit-metadata",
     ]
     cfg["experiment"]["shortcut_audit"] = False
@@ -161,6 +162,7 @@ def test_plan_knows_every_detectors_kind(cfg):
         "student-kd": "student",
         "student-nokd": "student",
         "rine": "rine",
+        "rine-mean": "rine",
         "audit-metadata": "audit",
     }
     assert {n: k.name for n, k in plan.detector_kinds().items()} == expected
@@ -174,8 +176,13 @@ def test_plan_knows_every_detectors_kind(cfg):
         "teacher-blip2-caption",
     ]
     assert plan.detectors_of("student") == plan.students() == ["student-kd", "student-nokd"]
-    assert plan.detectors_of("teacher", "rine") == ["teacher-vitgpt2", "teacher-blip2", "rine"]
-    assert plan.trained() == ["student-kd", "student-nokd", "rine"]
+    assert plan.detectors_of("teacher", "rine") == [
+        "teacher-vitgpt2",
+        "teacher-blip2",
+        "rine",
+        "rine-mean",
+    ]
+    assert plan.trained() == ["student-kd", "student-nokd", "rine", "rine-mean"]
     cells = plan.detectors_of("probe")
     assert cells and all(plan.detector_kind(c).name == "probe" for c in cells)
     # the same names the probe grid writes into its scores
@@ -360,3 +367,32 @@ def test_pair_column_names_a_real_of_the_same_dataset(tmp_path, cfg):
             load_sheet(path)
     plan = Plan(cfg, load_sheet("config/generators.tsv"))
     assert plan.real_pairs()["wang2020/progan"] == "wang2020/progan-real"
+
+
+def test_rine_grid_expands_to_one_detector_per_cell(repo, monkeypatch):
+    from sidflow.config import expand_rine_grid
+
+    monkeypatch.chdir(repo)
+    cfg = load_config("config.yaml", overlays=["experiments/rine-grid.yaml"])
+    plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
+    cells = [r for r in plan.rines() if r.startswith("rine-grid-")]
+    assert len(cells) == 3 * 4 * 4 * 1 * 1 == 48 and len(set(cells)) == 48
+    cell = cfg["experiment"]["rine"]["rine-grid-n4-d128-c0.2-lr0.001-e1"]
+    base = cfg["experiment"]["rine"]["rine"]
+    assert (cell["nproj"], cell["proj_dim"], cell["contrastive_weight"], cell["epochs"]) == (
+        4,
+        128,
+        0.2,
+        1,
+    )
+    assert {k: v for k, v in cell.items() if k not in ("nproj", "proj_dim", "contrastive_weight", "lr", "epochs")} == {
+        k: v for k, v in base.items() if k not in ("nproj", "proj_dim", "contrastive_weight", "lr", "epochs")}  # fmt: skip
+    assert (
+        expand_rine_grid(cfg) == cells and len(plan.rines()) == 48 + 2
+    )  # idempotent; + rine, rine-mean
+    cfg["experiment"]["run_rine"] = ["rine"]
+    expand_rine_grid(cfg)
+    assert plan.rines() == ["rine", *cells]  # an explicit run list gains the cells
+    cfg["rine_grid"]["base"] = "rine-nope"
+    with pytest.raises(ConfigError, match="rine_grid.base: 'rine-nope'"):
+        expand_rine_grid(cfg)

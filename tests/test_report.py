@@ -183,3 +183,30 @@ def test_finetune_cost_table_puts_lora_beside_full(tmp_path):
     assert "1.000" in page and "90.000" in page  # trainable %: 1 and 90
     assert "0.610" in page  # the LoRA teacher's pooled test AP beside its cost
     assert finetune_cost_section(_data()) == ""
+
+
+def test_rine_variants_ranked_by_validation_ap(tmp_path):
+    from sidflow.report.sections_models import rine_ranking
+
+    cards = {}
+    for name, val_ap, imp in (
+        ("rine", 0.9, "learned"),
+        ("rine-mean", 0.95, "mean"),
+        ("rine-grid-n1-d8", 0.7, "learned"),
+    ):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"detector": "rine", "val_ap": val_ap, "block_importance": [0.5, 0.5],
+                                    "rine": {"nproj": 1, "proj_dim": 8, "importance": imp},
+                                    "train": {"contrastive_weight": 0.2, "lr": 0.001, "epochs": 1}}))  # fmt: skip
+        cards[name] = str(path)
+    m = pd.concat([_metrics().iloc[:1].assign(detector=n, generator="all", ap=a) for n, a in
+                   (("rine", 0.8), ("rine-mean", 0.6), ("rine-grid-n1-d8", 0.99))])  # fmt: skip
+    page = rine_ranking(ReportData(experiment="t", metrics=m, model_cards=cards))
+    assert "ranked by validation AP" in page
+    # the order follows validation AP (0.95, 0.9, 0.7), not the test AP shown beside it
+    assert page.index("rine-mean") < page.index(">rine<") < page.index("rine-grid-n1-d8")
+    assert "0.990" in page and ">mean<" in page
+    assert (
+        rine_ranking(ReportData(experiment="t", metrics=m, model_cards={"rine": cards["rine"]}))
+        == ""
+    )

@@ -40,6 +40,7 @@ def test_report_and_metrics(run):
         "student-kd",
         "student-nokd",
         "rine",
+        "rine-mean",
         "audit-metadata",
     }
     assert set(metrics["generator"]) == {
@@ -75,7 +76,7 @@ def test_report_and_metrics(run):
     assert {"none", "jpeg75", "combo"} == set(metrics["perturbation"])
     robust = metrics[(metrics["perturbation"] == "combo") & (metrics["detector"] == "student-kd")]
     assert (
-        len(robust) == 5
+        len(robust) == 6  # 4 generators, the mean over the 3 fake ones, the pooled row
         and robust["ap"].notna().any()
         and "Robustness to test-time perturbations" in html
     )
@@ -89,6 +90,17 @@ def test_report_and_metrics(run):
     assert set(rine["perturbation"]) == {"none", "jpeg75", "combo"} and rine["ap"].notna().all()
     card = json.loads((run / "results/smoke/models/rine/card.json").read_text())
     assert "RINE: which encoder blocks matter" in html and len(card["block_importance"]) == 4
+    # the paper's ablation without the importance estimator: equal block weights, its own row
+    ablation = json.loads((run / "results/smoke/models/rine-mean/card.json").read_text())
+    assert (
+        ablation["block_importance"] == pytest.approx([0.25] * 4)
+        and ablation["rine"]["importance"] == "mean"
+    )
+    assert (
+        clean[(clean["detector"] == "rine-mean") & (clean["generator"] == "all")]["ap"]
+        .notna()
+        .all()
+    )
     roc = pd.read_csv(run / "results/smoke/metrics/plots/roc.csv")
     assert (
         set(roc["detector"]) == set(metrics["detector"])

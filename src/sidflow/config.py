@@ -214,8 +214,45 @@ def load_config(
     for o in overlays:
         cfg = deep_merge(cfg, read_yaml(o))
     validate(cfg, schema_dir / "config.schema.yaml")
+    expand_rine_grid(cfg)
     check_semantics(cfg, load_sheet(cfg["generators_sheet"], schema_dir))
     return cfg
+
+
+# the axes a RINE grid may span, with the short names its detectors are named by
+RINE_GRID_AXES = {
+    "nproj": "n",
+    "proj_dim": "d",
+    "contrastive_weight": "c",
+    "lr": "lr",
+    "epochs": "e",
+}
+
+
+def expand_rine_grid(cfg: dict) -> list[str]:
+    """``rine_grid`` -> one RINE detector per cell (``rine-grid-n2-d128-c0.2-lr0.001``...),
+    each the ``base`` detector's settings with the cell's values, added to ``experiment.rine``
+    (and to ``run_rine`` when that list is given); in place, after schema validation (so the
+    base carries its defaults). Returns the cells' names."""
+    grid = cfg.get("rine_grid")
+    if not grid:
+        return []
+    rines = cfg["experiment"].setdefault("rine", {})
+    if grid["base"] not in rines:
+        raise ConfigError(
+            f"rine_grid.base: {grid['base']!r} is not a RINE detector under experiment.rine"
+        )
+    axes = {k: grid[k] for k in RINE_GRID_AXES if grid.get(k)}
+    names = []
+    for values in itertools.product(*axes.values()):
+        cell = dict(zip(axes, values, strict=True))
+        name = "rine-grid-" + "-".join(f"{RINE_GRID_AXES[k]}{v:g}" for k, v in cell.items())
+        rines[name] = {**rines[grid["base"]], **cell}
+        names.append(name)
+    run = cfg["experiment"].get("run_rine")
+    if run is not None:
+        cfg["experiment"]["run_rine"] = list(dict.fromkeys([*run, *names]))
+    return names
 
 
 def config_digest(obj) -> str:

@@ -10,6 +10,7 @@ from sidflow.config import (
     Plan,
     check_semantics,
     config_digest,
+    expand_rine_grid,
     load_sheet,
 )
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
@@ -20,6 +21,7 @@ from sidflow.probe.plan import parts as probe_parts
 from sidflow.probe.plan import transforms as probe_transforms
 
 SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
+expand_rine_grid(config)  # one RINE detector per grid cell, before anything reads the detectors
 SHEET = load_sheet(config["generators_sheet"], SCHEMAS)
 check_semantics(config, SHEET)
 check_probe(config)

@@ -44,11 +44,11 @@ def rine_section(r: ReportData) -> str:
     """Each RINE detector's learned block importances (which CLIP blocks it reads)."""
     from sidflow.report.plots import bars_svg
 
-    out = []
+    out = [rine_ranking(r)]
     for name, path in sorted(r.model_cards.items()):
         card = read_json(path)
-        if "block_importance" not in card:
-            continue
+        if "block_importance" not in card or name.startswith("rine-grid-"):
+            continue  # (grid cells: in the ranking only)
         imp = pd.Series(
             card["block_importance"],
             index=[f"block {i + 1}" for i in range(len(card["block_importance"]))],
@@ -66,7 +66,34 @@ def rine_section(r: ReportData) -> str:
             out.append('<p class="note">The tiny backbone is randomly initialised (no pretrained CLIP weights offline): '
                        "its importances describe random features, not CLIP's.</p>")  # fmt: skip
         out.append(bars_svg(imp, f"{name}: block importance", "importance"))
-    return ("<h2>RINE: which encoder blocks matter</h2>" + "".join(out)) if out else ""
+    return ("<h2>RINE: which encoder blocks matter</h2>" + "".join(out)) if any(out) else ""
+
+
+def rine_ranking(r: ReportData) -> str:
+    """Every RINE detector of the run (ablations, grid cells) ranked by validation AP, with its
+    settings and pooled test metrics: the choice is made on validation data, test beside it."""
+    pooled = r.pooled().set_index("detector") if len(r.metrics) else pd.DataFrame()
+    rows = []
+    for name, path in r.model_cards.items():
+        card = read_json(path)
+        if card.get("detector") != "rine":
+            continue
+        hp, m = (
+            {**card.get("rine", {}), **card.get("train", {})},
+            pooled.loc[name] if name in pooled.index else {},
+        )
+        rows.append({"detector": name, "importance": hp.get("importance", "learned"), "nproj": hp.get("nproj"),
+                     "proj_dim": hp.get("proj_dim"), "contrastive weight": hp.get("contrastive_weight"),
+                     "lr": hp.get("lr"), "epochs": hp.get("epochs"), "published weights": bool(hp.get("weights")),
+                     "val AP": card.get("val_ap"), "test AP": m.get("ap"), "test accuracy": m.get("accuracy")})  # fmt: skip
+    if len(rows) < 2:
+        return ""
+    table_ = pd.DataFrame(rows).sort_values(
+        ["val AP", "detector"], ascending=[False, True], kind="stable"
+    )
+    table_.insert(0, "rank", range(1, len(table_) + 1))
+    return ("<h3>RINE variants ranked by validation AP (ablations and grid cells)</h3>"
+            + table(table_, left=("detector", "importance")))  # fmt: skip
 
 
 def _encode_note(modes: set[str]) -> str:
