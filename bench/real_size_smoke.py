@@ -143,15 +143,16 @@ def stand_in_tokenizer(name: str):
                                 "eos_token": (2, "</s>"), "unk_token": (3, "<unk>")}  # fmt: skip
         extra = {load_config(name).image_token_index: "<image>"}
     else:  # GPT-2: <|endoftext|> is bos, eos and (in the teacher) pad
-        eot = (50256, "<|endoftext|>")
-        size, special = 50257, dict.fromkeys(("pad_token", "bos_token", "eos_token", "unk_token"), eot)
+        eot, size = (50256, "<|endoftext|>"), 50257
+        special = dict.fromkeys(("pad_token", "bos_token", "eos_token", "unk_token"), eot)
         extra = {}
     tokens = [f"<w{i}>" for i in range(size)]
     for i, tok in [*special.values(), *extra.items()]:
         tokens[i] = tok
     for i, word in enumerate(sorted({w for c in CAPTIONS.values() for w in c.split()}), start=10):
         tokens[i] = word
-    tok = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(tokens)}, unk_token=special["unk_token"][1]))  # fmt: skip
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=special["unk_token"][1]))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v[1] for k, v in special.items()})
     if extra:
@@ -182,7 +183,8 @@ def build(name: str):
     tokenizer = stand_in_tokenizer(name)
     model = model_class(name)._from_config(load_config(name), dtype=torch.bfloat16)
     if name == "blip2":  # as Blip2Teacher.build does for a from-scratch model
-        torch.nn.init.normal_(model.query_tokens, std=model.config.qformer_config.initializer_range)
+        std = model.config.qformer_config.initializer_range
+        torch.nn.init.normal_(model.query_tokens, std=std)
     cfg = TeacherConfig(arch=name, checkpoint=MODELS[name]["hf_id"], image_size=224,
                         captions=dict(CAPTIONS), precision="bf16", lora=lora_spec(name))  # fmt: skip
     return TEACHERS.get(name)(cfg, model, tokenizer)
@@ -218,7 +220,7 @@ def lora_step(teacher, name: str, x) -> dict:
     assert set(with_grad) == set(trainable), "gradients outside the LoRA adapters"
     assert torch.isfinite(loss), loss
     opt.zero_grad(set_to_none=True)
-    return {"step_seconds": round(seconds, 2), "loss": round(float(loss), 4),
+    return {"step_seconds": round(seconds, 2), "loss": round(loss.item(), 4),
             "parameters_trainable": sum(p.numel() for p in trainable.values()),
             "lora_target_modules": len(targets), "image_tokens_placed": image_tokens,
             "sequence_length": int(batch.get("input_ids", batch["labels"]).shape[1])}  # fmt: skip
@@ -239,6 +241,7 @@ def cache_batch(teacher, x) -> dict:
 
 
 def run_model(name: str, overhead: float) -> dict:
+    import psutil
     import torch
 
     params = count(meta_model(name))
@@ -249,8 +252,11 @@ def run_model(name: str, overhead: float) -> dict:
     print(f"[{name}] building ({msg})", flush=True)
     t = time.perf_counter()
     teacher = build(name)
+    lm = getattr(teacher.model, MODELS[name]["lm_prefix"])
     out = {"hf_id": MODELS[name]["hf_id"], "build_seconds": round(time.perf_counter() - t, 2),
-           "parameters": count(teacher.model), "vocab": len(teacher.tokenizer)}  # fmt: skip
+           "parameters": count(teacher.model), "tokenizer_size": len(teacher.tokenizer),
+           "embedding_rows": lm.get_input_embeddings().weight.shape[0],
+           "rss_after_build_mib": round(psutil.Process().memory_info().rss / MIB, 1)}  # fmt: skip
     assert out["parameters"] == params, (out["parameters"], params)
     print(f"[{name}] built in {out['build_seconds']} s; LoRA step", flush=True)
     torch.manual_seed(0)
@@ -288,13 +294,23 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="vitgpt2,blip2", help="comma list of vitgpt2, blip2")
-    ap.add_argument("--dry-config", action="store_true",
-                    help="only load the configs and count parameters on the meta device")  # fmt: skip
-    ap.add_argument("--overhead", type=float, default=1.5,
-                    help="memory factor over the bf16 weights for the skip check (LoRA: the frozen "
-                         "weights get no gradients or optimizer state)")  # fmt: skip
-    ap.add_argument("--out", default=None,
-                    help="JSON path (default results/bench/real_size_smoke.json; dry: none)")  # fmt: skip
+    ap.add_argument(
+        "--dry-config",
+        action="store_true",
+        help="only load the configs and count parameters on the meta device",
+    )
+    ap.add_argument(
+        "--overhead",
+        type=float,
+        default=1.5,
+        help="memory factor over the bf16 weights for the skip check (LoRA: the frozen "
+        "weights get no gradients or optimizer state)",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="JSON path (default results/bench/real_size_smoke.json; dry: none)",
+    )
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]

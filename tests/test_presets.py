@@ -72,3 +72,28 @@ def test_lora_vs_full_preset_trains_one_teacher_three_ways(monkeypatch):
     assert plan.students() == [] and plan.detectors_of("teacher", "teacher-caption") == [
         "teacher-blip2-lora", "teacher-blip2-lora-caption", "teacher-blip2-lora-qformer",
         "teacher-blip2-lora-qformer-caption", "teacher-blip2-full", "teacher-blip2-full-caption"]  # fmt: skip
+
+
+@pytest.mark.workflow
+def test_rine_paper_preset_evaluates_the_published_head_on_paired_sets(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "experiments", work / "experiments")
+    for i, folder in enumerate(
+        ("progan/car/0_real", "progan/car/1_fake", "stylegan/car/0_real", "stylegan/car/1_fake")
+    ):
+        write_images(work / "data/downloads/CNN_synth_testset" / folder, 3, seed=i, size=16)
+    (tmp_path / "head.pth").write_bytes(b"stand-in")  # the dry run only needs the file to exist
+    (work / "local.yaml").write_text(
+        f"experiment: {{rine: {{rine-paper: {{weights: {tmp_path / 'head.pth'}}}}}}}\n"
+    )
+    r = run_snakemake(work, "-n", "--configfile", "experiments/rine-paper.yaml", "local.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    jobs = planned_jobs(out)
+    assert jobs["rine_train"] == 1 and jobs["score_rine"] == 4 and "student_distill" not in jobs
+    assert (
+        "teacher_finetune" not in jobs and "clip_train_views" not in jobs
+    )  # nothing trained but the head
+    cfg = _preset("rine-paper")
+    assert cfg["rine"]["test_crop"] == "center" and cfg["preprocess"]["encode"] == "png"
+    assert cfg["experiment"]["rine"]["rine-paper"]["weights"].endswith("model_2class_trainable.pth")
