@@ -185,8 +185,14 @@ def build(name: str):
     if name == "blip2":  # as Blip2Teacher.build does for a from-scratch model
         std = model.config.qformer_config.initializer_range
         torch.nn.init.normal_(model.query_tokens, std=std)
-    cfg = TeacherConfig(arch=name, checkpoint=MODELS[name]["hf_id"], image_size=224,
-                        captions=dict(CAPTIONS), precision="bf16", lora=lora_spec(name))  # fmt: skip
+    cfg = TeacherConfig(
+        arch=name,
+        checkpoint=MODELS[name]["hf_id"],
+        image_size=224,
+        captions=dict(CAPTIONS),
+        precision="bf16",
+        lora=lora_spec(name),
+    )
     return TEACHERS.get(name)(cfg, model, tokenizer)
 
 

@@ -89,13 +89,15 @@ def test_cell_ranking_and_cross_matrix(tmp_path):
         assert set(scores[scores["perturbation"] == "blur"]["split"]) == {"test"}  # val only clean
         assert load_model(out / "model.skops", cards[-1]["model_sha256"]) is not None
     assert all(0.5 < c["val_ap"] <= 1 for c in cards)
+    # the training accuracy beside the test accuracy (knn3 remembers its training points)
+    assert all(0.5 < c["train_accuracy"] <= 1 for c in cards) and cards[1]["train_accuracy"] >= 0.9
     table = rank_cells(
         [tmp_path / "cells" / c for c in ("logreg", "knn3")],
         tmp_path / "r.csv",
         tmp_path / "m.parquet",
     )
     assert list(table["rank"]) == [1, 2] and table["val_ap"].is_monotonic_decreasing
-    assert {"ap[d/fa]", "ap[d/fb]", "ap[blur]", "test_ap_mean"} <= set(table.columns)
+    assert {"ap[d/fa]", "ap[d/fb]", "ap[blur]", "test_ap_mean", "train_accuracy"} <= set(table.columns)
     assert table["test_ap_mean"].to_numpy() == pytest.approx(
         ((table["ap[d/fa]"] + table["ap[d/fb]"]) / 2).to_numpy()
     )
@@ -236,3 +238,42 @@ def test_offline_backbones_load_from_local_files(tmp_path):
         ValueError, match="unknown probe backbone 'vgg'; known: clip, dino-resnet50"
     ):
         create_backbone({"arch": "vgg"})
+
+
+def test_randomised_transforms_are_seeded_per_image_and_respect_p():
+    from sidflow.data.perturb import apply_chain, check_chain
+
+    rng = np.random.default_rng(0)
+    images = [(rng.random((16, 16, 3)) * 255).astype(np.uint8) for _ in range(600)]
+    chain = [{"blur": {"sigma": [0.5, 3.0], "p": 0.5}}, {"jitter": {"strength": 0.3, "p": 0.5}}]
+    check_chain(chain)
+    out = [apply_chain(a, chain) for a in images]
+    changed = np.mean([not np.array_equal(o, a) for o, a in zip(out, images, strict=True)])
+    assert 0.68 < changed < 0.82  # 1 - 0.5 * 0.5 of the images get at least one step
+    assert all(
+        np.array_equal(apply_chain(a, chain), o) for a, o in zip(images[:20], out[:20], strict=True)
+    )
+    blurred = np.mean([not np.array_equal(apply_chain(a, chain[:1]), a) for a in images])
+    assert 0.44 < blurred < 0.56
+    always = apply_chain(images[0], [{"blur": {"sigma": 1.0}}])  # p defaults to 1: a fixed blur
+    assert np.array_equal(always, apply_chain(images[0], [{"blur": 1.0}]))
+    for bad in ([{"blur": {"p": 0.5}}], [{"jpeg": {"sigma": 1}}], [{"blur": {"sigma": 1, "p": 2}}],
+                [{"blur": {"sigma": [0, 99]}}]):  # fmt: skip
+        with pytest.raises(ValueError):
+            check_chain(bad)
+
+
+def test_goodness_factor_and_impact_per_factor():
+    from sidflow.report.probe_section import goodness, impact_section, impact_table
+
+    rank = pd.DataFrame({"backbone": ["a", "a", "a", "b", "b", "b"], "reduction": ["none"] * 6,
+                         "classifier": ["logreg", "knn3", "logreg", "logreg", "knn3", "logreg"],
+                         "transform": ["none", "none", "blur", "none", "none", "blur"],
+                         "test_accuracy": [0.9, 0.7, 0.8, 0.6, 0.65, 0.7]})  # fmt: skip
+    assert goodness(rank).tolist() == pytest.approx([0.2, 0.0, 0.1, 0.0, 0.05, 0.1])
+    imp = impact_table(rank)
+    assert set(imp) == {"transform", "classifier", "backbone"}  # reduction does not vary
+    assert imp["classifier"]["logreg"] == pytest.approx((0.2 + 0.1 + 0.0 + 0.1) / 4)
+    assert imp["classifier"]["knn3"] == pytest.approx(0.025)
+    page = impact_section(rank)
+    assert page.count("<svg") == 3 and "goodness factor" in page

@@ -8,6 +8,7 @@ image (what the detector would otherwise see)::
       blur1: [{blur: 1.0}]                # PIL's Gaussian blur; {gaussian: s}: scipy's, per channel
       resize0.5: [{resize: 0.5}]          # downscale, then upscale back to the input size
       combo: [{blur: 1.0}, {resize: 0.5}, {jpeg: 75}]
+      blur-rand: [{blur: {sigma: [0.0, 3.0], p: 0.5}}]   # randomised, drawn per image (seeded)
 
 ``none`` is the identity. Operations are deterministic (PIL), so scores reproduce.
 """
@@ -24,6 +25,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 OPS = ("jpeg", "jpeg_cv2", "blur", "gaussian", "resize", "jitter")
 
 
+RANDOMISED = {"blur": "sigma", "jitter": "strength"}  # ops that take {<param>: v | [a, b], p: prob}
+
+
 def check_chain(chain: Sequence[dict]) -> None:
     for step in chain:
         if len(step) != 1 or next(iter(step)) not in OPS:
@@ -31,6 +35,16 @@ def check_chain(chain: Sequence[dict]) -> None:
                 f"perturbation step {step!r}: one of {OPS} with its parameter expected"
             )
         ((op, value),) = step.items()
+        if isinstance(value, dict):
+            if op not in RANDOMISED or RANDOMISED[op] not in value or set(value) - {RANDOMISED[op], "p"}:
+                raise ValueError(f"perturbation step {step!r}: a randomised step is "
+                                 f"{{{op}: {{{RANDOMISED.get(op, '?')}: v or [a, b], p: prob}}}}")  # fmt: skip
+            if not 0 <= float(value.get("p", 1.0)) <= 1:
+                raise ValueError(f"perturbation step {step!r}: p outside [0, 1]")
+            param = value[RANDOMISED[op]]
+            for v in param if isinstance(param, (list, tuple)) else [param]:
+                check_chain([{op: max(float(v), 1e-9)}])
+            continue
         if op in ("jpeg", "jpeg_cv2") and not 1 <= int(value) <= 100:
             raise ValueError(f"jpeg quality {value} outside 1..100")
         if op in ("blur", "gaussian") and not 0 < float(value) <= 50:
@@ -45,8 +59,12 @@ def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
     """Apply ``chain`` to an H x W x 3 uint8 image; returns the same shape and dtype."""
     img = Image.fromarray(arr)
     size = img.size
-    for step in chain:
+    for i, step in enumerate(chain):
         ((op, value),) = step.items()
+        if isinstance(value, dict):  # randomised: drawn from the image itself, so reproducible
+            value = _draw(arr, i, value, RANDOMISED[op])
+            if value is None:
+                continue
         if op == "jpeg":
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=int(value))
@@ -74,6 +92,17 @@ def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
             small = (max(1, round(size[0] * float(value))), max(1, round(size[1] * float(value))))
             img = img.resize(small, Image.Resampling.BICUBIC).resize(size, Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.uint8)
+
+
+def _draw(arr: np.ndarray, index: int, spec: dict, param: str) -> float | None:
+    """One randomised step's value for this image, or None when its coin (``p``) says skip:
+    seeded by the image's pixels and the step's place in the chain (same image, same draw)."""
+    rng = np.random.default_rng([zlib.crc32(np.ascontiguousarray(arr).tobytes()), index, 17])
+    if rng.random() >= float(spec.get("p", 1.0)):
+        return None
+    v = spec[param]
+    value = float(rng.uniform(v[0], v[1])) if isinstance(v, (list, tuple)) else float(v)
+    return value if value > 0 else None
 
 
 def perturbed_arrays(jpegs: Sequence[bytes], chain: Sequence[dict]) -> np.ndarray:

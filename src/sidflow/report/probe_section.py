@@ -19,7 +19,8 @@ TOP = 25
 def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
     rank = pd.read_csv(ranking_csv)
     cols = ["rank", "backbone", "reduction", "classifier", "transform", "val_ap", "test_ap", "test_auc",
-            "test_accuracy"] + [c for c in rank.columns if c.startswith("ap[")]  # fmt: skip
+            "test_accuracy", "train_accuracy"] + [c for c in rank.columns if c.startswith("ap[")]  # fmt: skip
+    cols = [c for c in cols if c in rank]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
         "<tr>" + "".join(f"<td>{num(r[c])}</td>" for c in cols) + "</tr>"
@@ -33,6 +34,7 @@ def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
         f"test AP under each test-time transform. Top {min(TOP, len(rank))} shown; all in ranking.csv.</p>",
         f'<table class="probe"><tr>{head}</tr>{body}</table>',
     ]
+    parts.append(impact_section(rank))
     cross = pd.read_csv(cross_csv)
     if len(cross):
         mat = cross.pivot(index="train", columns="test", values="ap")
@@ -41,3 +43,40 @@ def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
         )
         parts.append(heatmap_svg(mat, "probe: train on A, test on B (AP)"))
     return "".join(parts)
+
+
+FACTORS = ("transform", "reduction", "classifier", "backbone")
+
+
+def goodness(rank: pd.DataFrame, line: tuple[str, ...] = ("backbone",)) -> pd.Series:
+    """The frozen-backbone study's goodness factor of each cell: its test accuracy minus the
+    lowest test accuracy on its line (the cells sharing its dataset and backbone; one dataset
+    per experiment here)."""
+    acc = rank["test_accuracy"].astype(float)
+    return acc - acc.groupby([rank[c] for c in line]).transform("min")
+
+
+def impact_table(rank: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per factor (transform, reduction, classifier, backbone): the mean goodness factor of the
+    cells at each of its values, for factors with more than one value in the grid."""
+    g = goodness(rank)
+    return {
+        f: g.groupby(rank[f]).mean().sort_values(ascending=False)
+        for f in FACTORS
+        if rank[f].nunique() > 1
+    }
+
+
+def impact_section(rank: pd.DataFrame) -> str:
+    """The four impact plots of the frozen-backbone study (one per factor that varies)."""
+    from sidflow.report.plots import bars_svg
+
+    if "test_accuracy" not in rank or len(rank) < 2:
+        return ""
+    plots = [f"<figure>{bars_svg(v, f'impact of the {f}', 'mean goodness factor')}</figure>"
+             for f, v in impact_table(rank).items()]  # fmt: skip
+    if not plots:
+        return ""
+    return ("<h3>Impact analysis (goodness factor)</h3><p>Goodness factor of a cell = its test accuracy minus the "
+            "lowest test accuracy among the cells of its backbone; bars: its mean over the cells at each value "
+            f'of a factor.</p><div class="figs">{"".join(plots)}</div>')  # fmt: skip
