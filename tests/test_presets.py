@@ -97,3 +97,24 @@ def test_rine_paper_preset_evaluates_the_published_head_on_paired_sets(tmp_path)
     cfg = _preset("rine-paper")
     assert cfg["rine"]["test_crop"] == "center" and cfg["preprocess"]["encode"] == "png"
     assert cfg["experiment"]["rine"]["rine-paper"]["weights"].endswith("model_2class_trainable.pth")
+
+
+def test_probe_study_preset_spans_the_studys_grid():
+    from sidflow.probe.plan import cells, check_probe, leaf_backbones
+
+    cfg = _preset("probe-study")
+    probe = cfg["probe"]
+    probe.setdefault("cross", {})
+    assert len(cells(probe)) == 7 * 3 * 8 * 4
+    assert leaf_backbones(probe) == ["dino-b16", "dino-r50", "clip-b16"]
+    combos = [b for b in probe["grid"]["backbones"] if probe["backbones"][b]["arch"] == "concat"]
+    assert sorted(len(probe["backbones"][b]["parts"]) for b in combos) == [2, 2, 2, 3]
+    # the randomised transforms apply with p = 0.5
+    for name in ("blur-rand", "jitter-rand"):
+        assert all(next(iter(step.values()))["p"] == 0.5 for step in probe["transforms"][name])
+    # a catalogue backbone nobody selected is not checked against the experiment (no teachers here)
+    probe["backbones"]["vitgpt2"] = {"arch": "teacher", "teacher": "vitgpt2"}
+    check_probe({"probe": probe, "experiment": cfg["experiment"]})
+    probe["grid"]["backbones"].append("vitgpt2")
+    with pytest.raises(ValueError, match="teacher 'vitgpt2' is not in experiment.teachers"):
+        check_probe({"probe": probe, "experiment": cfg["experiment"]})

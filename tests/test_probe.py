@@ -97,7 +97,9 @@ def test_cell_ranking_and_cross_matrix(tmp_path):
         tmp_path / "m.parquet",
     )
     assert list(table["rank"]) == [1, 2] and table["val_ap"].is_monotonic_decreasing
-    assert {"ap[d/fa]", "ap[d/fb]", "ap[blur]", "test_ap_mean", "train_accuracy"} <= set(table.columns)
+    assert {"ap[d/fa]", "ap[d/fb]", "ap[blur]", "test_ap_mean", "train_accuracy"} <= set(
+        table.columns
+    )
     assert table["test_ap_mean"].to_numpy() == pytest.approx(
         ((table["ap[d/fa]"] + table["ap[d/fb]"]) / 2).to_numpy()
     )

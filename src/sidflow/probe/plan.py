@@ -63,13 +63,20 @@ def check_probe(cfg: dict) -> None:
         ]
         if missing:
             raise ValueError(f"probe.grid.{kind} names {missing}, not defined under probe.{kind}")
-    for name, spec in bbs.items():
+    for name, spec in bbs.items():  # the catalogue's own consistency
         if spec["arch"] == "concat":
             bad = [p for p in spec.get("parts", []) if p not in bbs or bbs[p]["arch"] == "concat"]
             if bad or len(spec.get("parts", [])) < 2:
                 raise ValueError(
                     f"probe.backbones.{name}: parts must be two or more non-concat backbones, not {bad}"
                 )
+    cross = cross_backbone(probe)
+    if cross not in bbs:
+        raise ValueError(f"probe.cross.backbone {cross!r} is not a probe backbone")
+    # only the backbones this run uses are checked against the experiment: a catalogue entry
+    # nobody selected (e.g. a teacher's backbone while the run has no teachers) is never in the way
+    for name in leaf_backbones(probe):
+        spec = bbs[name]
         if spec["arch"] == "teacher" and spec.get("teacher") not in exp["teachers"]:
             raise ValueError(
                 f"probe.backbones.{name}: teacher {spec.get('teacher')!r} is not in experiment.teachers"
@@ -78,9 +85,6 @@ def check_probe(cfg: dict) -> None:
             raise ValueError(
                 f"probe.backbones.{name}: student {spec.get('student')!r} is not in experiment.students"
             )
-    cross = cross_backbone(probe)
-    if cross not in bbs:
-        raise ValueError(f"probe.cross.backbone {cross!r} is not a probe backbone")
     if probe["cross"].get("reduction", "none") not in probe["reductions"]:
         raise ValueError(
             f"probe.cross.reduction {probe['cross']['reduction']!r} is not a probe reduction"
