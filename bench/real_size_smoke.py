@@ -21,9 +21,9 @@ constructor takes a built model and tokenizer), so the sequences, the image-toke
 placement and the scoring are the pipeline's. At 224 px, batch 1, bf16 it measures:
 
 (a) one LoRA fine-tune step: peft LoRA through ``sidflow.models.lora.add_lora`` on
-    the language model (OPT ``q_proj``/``v_proj``, GPT-2 ``c_attn``), ``teacher.loss``
-    (forward with labels), backward, an AdamW step; it checks that the targets exist
-    and that only adapter parameters get gradients;
+    the language model (OPT ``q_proj``/``v_proj``, GPT-2 ``c_attn``), ``teacher.collate``
+    and a forward with labels (what ``teacher.loss`` does), backward, an AdamW step; it
+    checks that the targets exist and that only adapter parameters get gradients;
 (b) one teacher-cache batch: the adapters merged (as ``load_teacher`` does), then
     ``teacher.score`` as ``build_teacher_cache`` calls it: class-caption
     log-likelihood logits for both captions, the stored embedding, greedy caption.
@@ -31,8 +31,9 @@ placement and the scoring are the pipeline's. At 224 px, batch 1, bf16 it measur
 Per model it prints and writes (``--out``) build seconds, total and LoRA-trainable
 parameters, step and cache-batch seconds, peak RSS, embedding width and image tokens
 placed. A model is skipped, with the numbers, when ``params x 2 bytes x --overhead``
-exceeds the available memory. This is the path a GPU user takes with the real
-checkpoints (``checkpoint: Salesforce/blip2-opt-2.7b``); docs/real-size.md has a run.
+exceeds the available memory. It runs on the CPU, but it is the code path a GPU user
+takes with the real checkpoints (``checkpoint: Salesforce/blip2-opt-2.7b``): the same
+classes, teacher wrappers, LoRA targets and sequences. docs/real-size.md has a run.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ def lora_step(teacher, name: str, x) -> dict:
     image_tokens = 0
     if name == "blip2":
         image_tokens = int((batch["input_ids"] == teacher._config.image_token_index).sum())
-        assert image_tokens == teacher._config.num_query_tokens, image_tokens
+        queries = teacher.model.get_base_model().query_tokens.shape[1]  # Q-Former output rows
+        assert image_tokens == teacher._config.num_query_tokens == queries, (image_tokens, queries)
     opt = torch.optim.AdamW(trainable.values(), lr=1e-4)
     teacher.model.train()
     t = time.perf_counter()
