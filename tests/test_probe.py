@@ -108,6 +108,27 @@ def test_cell_ranking_and_cross_matrix(tmp_path):
         (a, b) for a in ("d/fa", "d/fb") for b in ("d/fa", "d/fb")
     }
     assert cross["ap"].between(0, 1).all() and (cross["n_test"] == 30).all()
+    # the best cell per backbone (by validation AP), crossed under every train-time transform
+    from sidflow.probe.grid import best_cells, cross_best
+
+    best = best_cells(table)
+    assert len(best) == 1 and best.iloc[0]["classifier"] == table.iloc[0]["classifier"]
+    out = cross_best(tmp_path / "r.csv", {"bb": feats}, {"none": {}}, tmp_path / "best.csv")
+    assert set(out["transform"]) == {"none", "blur"} and set(out["classifier"]) == {
+        table.iloc[0]["classifier"]
+    }
+    assert len(out) == 2 * 4 and pd.read_csv(tmp_path / "best.csv").shape == out.shape
+    same = out[out["transform"] == "none"].reset_index(drop=True)
+    again = cross_matrix(feats["none"], {}, same.loc[0, "classifier"], None)
+    assert same["ap"].to_numpy() == pytest.approx(
+        again["ap"].to_numpy()
+    )  # clean train = the plain matrix
+    blur = out[out["transform"] == "blur"]["ap"].to_numpy()
+    assert not np.allclose(blur, same["ap"].to_numpy())  # trained on the other transform's features
+    from sidflow.report.probe_section import cross_best_section
+
+    page = cross_best_section(out)
+    assert "Best cell of each backbone" in page and page.count("<svg") == 1 and ">blur<" in page
 
 
 def test_concatenated_backbones_join_by_image(tmp_path):

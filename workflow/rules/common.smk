@@ -301,6 +301,7 @@ def report_inputs(wildcards):
     if PROBE["enabled"]:
         inputs["probe_ranking"] = f"{exp}/probe/ranking.csv"
         inputs["probe_cross"] = f"{exp}/probe/cross.csv"
+        inputs["probe_cross_best"] = f"{exp}/probe/cross-best.csv"
     return inputs
 
 
@@ -388,6 +389,19 @@ def probe_cross_parts(wildcards):
 
 def probe_cross_inputs(wildcards):
     return [p for paths in probe_cross_parts(wildcards) for p in paths]
+
+
+def probe_cross_best_features(wildcards):
+    """Per grid backbone and grid transform (and none): its feature files per part."""
+    return {
+        b: {t: probe_feature_paths(b, t) for t in probe_transforms(PROBE)}
+        for b in dict.fromkeys(PROBE["grid"]["backbones"])
+    }
+
+
+def probe_cross_best_inputs(wildcards):
+    feats = probe_cross_best_features(wildcards)
+    return [p for by_t in feats.values() for parts in by_t.values() for paths in parts for p in paths]
 
 
 def probe_cross_reduction(wildcards):

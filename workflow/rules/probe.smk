@@ -84,3 +84,26 @@ rule probe_cross:
         max_train=config["probe"]["max_train"],
     script:
         "../scripts/probe_cross.py"
+
+
+rule probe_cross_best:
+    """Cross-generator matrices of each backbone's best cell (by validation AP) under every
+    train-time transform of the grid, tested on clean features."""
+    input:
+        ranking="results/{experiment}/probe/ranking.csv",
+        features=probe_cross_best_inputs,
+    output:
+        "results/{experiment}/probe/cross-best.csv",
+    log:
+        "logs/{experiment}/probe_cross_best.log",
+    conda:
+        "../envs/sidflow.yaml"
+    threads: 1
+    params:
+        features=probe_cross_best_features,
+        reductions=config["probe"]["reductions"],
+        seed=config["seed"],
+        max_train=config["probe"]["max_train"],
+    script:
+        "../scripts/probe_cross_best.py"
+

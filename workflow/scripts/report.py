@@ -11,7 +11,7 @@ build_report(
     curve_paths={c: inputs[c] for c in ("roc", "pr", "calibration")},
     audit_path=inputs.get("audit"),
     gradcam_dirs=dict(params.gradcam_dirs),
-    probe_files=(inputs.probe_ranking, inputs.probe_cross)
+    probe_files=(inputs.probe_ranking, inputs.probe_cross, inputs.probe_cross_best)
     if "probe_ranking" in inputs.keys()
     else None,
     processed_dirs=dict(params.processed_dirs),

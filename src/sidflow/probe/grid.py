@@ -131,16 +131,20 @@ def cross_matrix(
     parts: list[list[str]],
     reduction_spec: dict,
     classifier: str,
-    out_csv: str | Path,
+    out_csv: str | Path | None,
     seed: int = 0,
     max_train: int = 0,
+    train_parts: list[list[str]] | None = None,
 ) -> pd.DataFrame:
     """Train on real + fake generator A (train split), test on real + every fake B (test split).
+    ``train_parts``: the training features under a train-time transform (default: ``parts``,
+    which are always the clean test features).
 
     Reals are those of the fake's own dataset (all reals when that dataset has none), so a
     cross-dataset cell measures transfer to another dataset's real and fake images.
     """
     df, X = load_features(parts)
+    X_train = X if train_parts is None else _aligned_features(train_parts, df["image_id"])
     y, keys = df["label"].to_numpy(), _keys(df).to_numpy()
     fakes = sorted(set(keys[y == 1]))
 
@@ -155,7 +159,7 @@ def cross_matrix(
     rows = []
     for a in fakes:
         tr = balanced_subset(with_reals(a, "train"), y, max_train, seed)
-        model = make_model(reduction_spec, classifier, seed).fit(X[tr], y[tr])
+        model = make_model(reduction_spec, classifier, seed).fit(X_train[tr], y[tr])
         for b in fakes:
             te = with_reals(b, "test")
             if len(np.unique(y[te])) < 2:
@@ -164,6 +168,64 @@ def cross_matrix(
             rows.append({"train": a, "test": b, "ap": average_precision_score(y[te], p),
                          "auc": roc_auc_score(y[te], p), "n_test": len(te)})  # fmt: skip
     out = pd.DataFrame(rows, columns=["train", "test", "ap", "auc", "n_test"])
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(out_csv, index=False)
+    if out_csv is not None:
+        _write_csv(out, out_csv)
+    return out
+
+
+def _write_csv(table: pd.DataFrame, path: str | Path) -> None:
+    from sidflow.io import atomic_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _aligned_features(parts: list[list[str]], image_ids: pd.Series) -> np.ndarray:
+    """Features of ``parts`` in the row order of ``image_ids`` (another transform's files)."""
+    df, X = load_features(parts)
+    pos = pd.Series(np.arange(len(df)), index=df["image_id"].to_numpy())
+    missing = ~image_ids.isin(pos.index)
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} images have no features under the train-time transform"
+        )
+    return X[pos.loc[image_ids.to_numpy()].to_numpy()]
+
+
+def best_cells(ranking: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone, the (reduction, classifier) of its best cell by validation AP (ties: test
+    AP, then name): the cell the study carries into its cross-dataset matrices."""
+    order = ranking.sort_values(["val_ap", "test_ap", "reduction", "classifier"],
+                                ascending=[False, False, True, True], kind="stable")  # fmt: skip
+    return order.groupby("backbone", sort=False).head(1)[
+        ["backbone", "reduction", "classifier", "val_ap"]
+    ]
+
+
+def cross_best(ranking_csv: str | Path, features: dict[str, dict[str, list[list[str]]]],
+               reductions: dict[str, dict], out_csv: str | Path, seed: int = 0,
+               max_train: int = 0) -> pd.DataFrame:  # fmt: skip
+    """The cross-generator matrix of each backbone's best cell under every train-time transform
+    (``features[backbone][transform]``; tests always on clean features)."""
+    frames = []
+    for r in best_cells(pd.read_csv(ranking_csv)).itertuples():
+        for transform, parts in features[r.backbone].items():
+            m = cross_matrix(features[r.backbone]["none"], reductions[r.reduction], r.classifier,
+                             None, seed, max_train, train_parts=parts)  # fmt: skip
+            frames.append(m.assign(backbone=r.backbone, reduction=r.reduction, classifier=r.classifier,
+                                   transform=transform))  # fmt: skip
+    cols = [
+        "backbone",
+        "reduction",
+        "classifier",
+        "transform",
+        "train",
+        "test",
+        "ap",
+        "auc",
+        "n_test",
+    ]
+    out = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    _write_csv(out, out_csv)
     return out

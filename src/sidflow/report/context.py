@@ -20,7 +20,7 @@ class ReportData:
     as an ordinary, ranked detector. ``curves``: ``roc``/``pr``/``calibration`` -> CSV of
     points. ``processed_dirs`` / ``manifest_summaries``: ``dataset/generator`` -> the
     preprocess folder / the label step's summary JSON. ``model_cards`` and ``gradcam_dirs``:
-    detector -> its model card / Grad-CAM gallery. ``probe_files``: (ranking.csv, cross.csv).
+    detector -> its model card / Grad-CAM gallery. ``probe_files``: (ranking.csv, cross.csv[, cross-best.csv]).
     """
 
     experiment: str
@@ -32,7 +32,7 @@ class ReportData:
     curves: dict[str, str] = field(default_factory=dict)
     audit_path: str | Path | None = None
     gradcam_dirs: dict[str, str] = field(default_factory=dict)
-    probe_files: tuple[str, str] | None = None
+    probe_files: tuple[str, ...] | None = None
     processed_dirs: dict[str, str] = field(default_factory=dict)
     manifest_summaries: dict[str, str] = field(default_factory=dict)
     model_cards: dict[str, str] = field(default_factory=dict)

@@ -117,7 +117,7 @@ def build_report(
     curve_paths: Mapping[str, str] | None = None,
     audit_path: str | Path | None = None,
     gradcam_dirs: Mapping[str, str] | None = None,
-    probe_files: tuple[str, str] | list[str] | None = None,
+    probe_files: tuple[str, ...] | list[str] | None = None,
 ) -> None:
     """Write the report of ``experiment`` to ``out_html`` (see :class:`ReportData` for the
     keyed inputs; ``detector_kinds``: detector -> kind name, from the plan)."""

@@ -16,7 +16,9 @@ from sidflow.report.plots import heatmap_svg
 TOP = 25
 
 
-def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
+def probe_section(
+    ranking_csv: str | Path, cross_csv: str | Path, cross_best_csv: str | Path | None = None
+) -> str:
     rank = pd.read_csv(ranking_csv)
     cols = ["rank", "backbone", "reduction", "classifier", "transform", "val_ap", "test_ap", "test_auc",
             "test_accuracy", "train_accuracy"] + [c for c in rank.columns if c.startswith("ap[")]  # fmt: skip
@@ -42,7 +44,35 @@ def probe_section(ranking_csv: str | Path, cross_csv: str | Path) -> str:
             "<h3>Cross-generator matrix (AP; rows: trained on real + generator, columns: tested on)</h3>"
         )
         parts.append(heatmap_svg(mat, "probe: train on A, test on B (AP)"))
+    if cross_best_csv:
+        parts.append(cross_best_section(pd.read_csv(cross_best_csv)))
     return "".join(parts)
+
+
+def cross_best_section(cross: pd.DataFrame) -> str:
+    """Each backbone's best cell, its cross-generator transfer per train-time transform (mean
+    AP off the diagonal, i.e. on generators it was not trained on) and its clean matrix."""
+    if cross.empty:
+        return ""
+    off = cross[cross["train"] != cross["test"]]
+    summary = off.groupby(["backbone", "reduction", "classifier", "transform"], sort=False)[
+        "ap"
+    ].mean()
+    table = summary.unstack("transform").reset_index()
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v)) if isinstance(v, str) else num(v)}</td>"
+                                     for v in r) + "</tr>" for r in table.itertuples(index=False))  # fmt: skip
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    out = ["<h3>Best cell of each backbone: transfer to unseen generators</h3><p>Per backbone, its best cell "
+           "by validation AP; mean AP of the cross-generator matrix off the diagonal (trained on real + A, tested "
+           "on real + B, B unseen), one column per train-time transform (tests on clean images).</p>",
+           f'<table class="probe"><tr>{head}</tr>{rows}</table>']  # fmt: skip
+    for backbone, g in cross[cross["transform"] == "none"].groupby("backbone", sort=False):
+        out.append(
+            heatmap_svg(
+                g.pivot(index="train", columns="test", values="ap"), f"{backbone}: best cell (AP)"
+            )
+        )
+    return "".join(out)
 
 
 FACTORS = ("transform", "reduction", "classifier", "backbone")
