@@ -628,3 +628,30 @@ def test_predict_classifies_a_folder_with_a_rine_model(tiny_dataset, tmp_path, t
         str(root / "raw"),
     ]
     assert main(args) == 2 and "not the CLIP backbone" in capsys.readouterr().err
+
+
+def test_online_training_draws_a_fresh_view_every_epoch(tiny_dataset):
+    from sidflow.train.rine import OnlineViews
+
+    root = tiny_dataset["root"]
+    backbone_step(TINY_CLIP, seed=0, out_dir=root / "clip")
+    none = []
+    for man, proc in zip(tiny_dataset["manifests"], tiny_dataset["processed"], strict=True):
+        out = root / "f" / Path(man).stem / "none.parquet"
+        build_clip_features(root / "clip", man, proc, out, cache_root=root / "features", seed=0)
+        none.append(out)
+    online = {
+        "processed": tiny_dataset["processed"],
+        "augment": {"blur_prob": 1.0, "jpeg_prob": 1.0},
+    }
+    meta = train_rine(tiny_dataset["manifests"], {"none": none}, none,
+                      {"nproj": 1, "proj_dim": 16, "epochs": 2, "batch_size": 16}, seed=0, out_dir=root / "rine",
+                      backbone_card=root / "clip" / "card.json", online=online)  # fmt: skip
+    assert meta["views"] == ["online"] and len(meta["history"]) == 2
+    man = pd.concat([pd.read_parquet(m) for m in tiny_dataset["manifests"]])
+    train = man[man["split"] == "train"].reset_index(drop=True)
+    views = OnlineViews(train, tiny_dataset["manifests"], tiny_dataset["processed"], root / "clip",
+                        online["augment"], seed=0, device="cpu")  # fmt: skip
+    idx = np.arange(6)
+    e0, e0_again, e1 = views.tokens(idx, 0), views.tokens(idx, 0), views.tokens(idx, 1)
+    assert e0.shape == (6, 3, 32) and np.array_equal(e0, e0_again) and not np.allclose(e0, e1)

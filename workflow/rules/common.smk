@@ -151,18 +151,32 @@ def view_chains():
 
 
 def clip_aug_views():
-    """The augmented CLIP views of the training images (``aug1..augK``; none if K = 0)."""
+    """The augmented CLIP views of the training images (``aug1..augK``; none if K = 0 or
+    when RINE trains online)."""
+    if config["rine"]["online"]:
+        return []
     return [v for v in PLAN.rine_views() if v != "none"]
 
 
 def rine_view_features(wildcards):
-    """Per cached view of the training images: its feature files, one per training generator."""
+    """Per cached view of the training images: its feature files, one per training generator
+    (rine.online: only the clean view; the epochs draw fresh views through CLIP)."""
+    views = ["none"] if config["rine"]["online"] else PLAN.rine_views()
     return {
-        view: [
-            f"results/features/clip/{key}/{view}.parquet" for key in PLAN.train_keys()
-        ]
-        for view in PLAN.rine_views()
+        view: [f"results/features/clip/{key}/{view}.parquet" for key in PLAN.train_keys()]
+        for view in views
     }
+
+
+def rine_online_processed(wildcards):
+    """rine.online: the training images RINE's epochs augment and encode on the fly."""
+    return student_processed(wildcards) if config["rine"]["online"] else []
+
+
+def rine_online(wildcards):
+    if not config["rine"]["online"]:
+        return None
+    return {"processed": student_processed(wildcards), "augment": config["rine"]["augment"]}
 
 
 def rine_train_features(wildcards):

@@ -6,6 +6,7 @@ rule rine_train:
         train=rine_train_features,
         val=rine_val_features,
         weights=rine_weights,
+        processed=rine_online_processed,
     output:
         directory("results/{experiment}/models/{rine}"),
     log:
@@ -21,5 +22,6 @@ rule rine_train:
         seed=config["seed"],
         preprocess=config["preprocess"],
         test_crop=config["rine"]["test_crop"],
+        online=rine_online,
     script:
         "../scripts/rine_train.py"

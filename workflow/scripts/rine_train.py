@@ -18,4 +18,5 @@ train_rine(
     backbone_card=str(Path(snakemake.input.backbone) / "card.json"),
     preprocess=dict(snakemake.params.preprocess),
     test_crop=snakemake.params.test_crop,
+    online=dict(snakemake.params.online) if snakemake.params.online else None,
 )

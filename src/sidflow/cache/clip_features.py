@@ -155,7 +155,7 @@ def build_clip_views(
             model, size, dev = clip()
             if crop != "resize":
                 arr = np.concatenate([test_crops(a, crop, size) for a in arr])
-            flat = _tokens(model, size, dev, arr, batch_size).reshape(len(chunk), -1)
+            flat = clip_tokens(model, size, dev, arr, batch_size).reshape(len(chunk), -1)
             return pd.DataFrame({"image_id": chunk["image_id"].to_numpy(), "tokens": list(flat),
                                  "view": view, "code_version": sidflow.code_version()})  # fmt: skip
 
@@ -167,11 +167,12 @@ def build_clip_views(
     return done
 
 
-def _tokens(model, image_size: int, dev, arr: np.ndarray, batch_size: int) -> np.ndarray:
+def clip_tokens(model, image_size: int, dev, arr: np.ndarray, batch_size: int) -> np.ndarray:
+    """Block CLS tokens (N x n_blocks x dim, float32) of N x H x W x 3 uint8 images."""
     toks = []
     for lo in range(0, len(arr), batch_size):
         x = clip_pixels(arr[lo : lo + batch_size], image_size).to(dev)
-        toks.append(block_cls_tokens(model, x).cpu().numpy().reshape(len(x), -1))
+        toks.append(block_cls_tokens(model, x).cpu().numpy())
     return np.concatenate(toks).astype(np.float32)
 
 

@@ -113,20 +113,52 @@ def _load_tokens(manifests, train_features: dict, val_features: list):
     return train, val, views, x_views, _aligned(vi, vt, val["image_id"], "validation")
 
 
+class OnlineViews:
+    """``rine.online``: every epoch draws a fresh augmentation of each training image and runs
+    the frozen CLIP on it (the reference's on-the-fly training; worth it on a GPU) instead of
+    picking one of a few cached views (cheap on a CPU; :mod:`sidflow.data.augment`)."""
+
+    def __init__(self, train: pd.DataFrame, manifests, processed_dirs, backbone_dir, augment: dict,
+                 seed: int, device, batch_size: int = 64):  # fmt: skip
+        from sidflow.data.loading import load_images
+        from sidflow.models.clip import load_clip
+
+        images = load_images(manifests, processed_dirs, ["train"]).set_index("image_id")
+        self.jpegs = images.loc[train["image_id"].to_numpy(), "jpeg"].to_numpy()
+        self.ids = train["image_id"].to_numpy()
+        self.augment, self.seed, self.device, self.batch_size = augment, seed, device, batch_size
+        model, cfg = load_clip(backbone_dir)
+        self.clip, self.image_size = model.to(device).eval(), cfg.image_size
+
+    def tokens(self, idx: np.ndarray, epoch: int) -> np.ndarray:
+        """Block tokens (B x blocks x dim) of images ``idx`` under epoch ``epoch``'s draw."""
+        from sidflow.cache.clip_features import clip_tokens
+        from sidflow.data.augment import augmented
+        from sidflow.data.images import decode_jpeg_array
+
+        view = 1_000_000 + epoch  # never one of the cached views (aug1..augK)
+        arr = np.stack([augmented(decode_jpeg_array(self.jpegs[i]), self.ids[i], view, self.seed, self.augment)
+                        for i in idx])  # fmt: skip
+        return clip_tokens(self.clip, self.image_size, self.device, arr, self.batch_size)
+
+
 class _RineTrainee:
     """RINE as :func:`sidflow.train.loop.fit` trains it (see :class:`~sidflow.train.loop.Trainee`):
     each training image is seen under one of its cached views, drawn from (seed, epoch)."""
 
     name = "rine"
 
-    def __init__(self, model, cfg: RineTrainConfig, x_views, y, x_val, device):
+    def __init__(self, model, cfg: RineTrainConfig, x_views, y, x_val, device, online=None):
         self.model, self.cfg, self.device = model, cfg, device
-        self.x_views, self.y, self.x_val = x_views, y, x_val
+        self.x_views, self.y, self.x_val, self.online = x_views, y, x_val, online
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def _step(self, batch) -> dict[str, torch.Tensor]:
         idx, vw = batch
-        xb = np.stack([self.x_views[v][i] for i, v in zip(idx, vw, strict=True)])
+        if self.online is not None:  # a fresh augmentation draw of this epoch, through CLIP
+            xb = self.online.tokens(idx, int(vw[0]))
+        else:
+            xb = np.stack([self.x_views[v][i] for i, v in zip(idx, vw, strict=True)])
         out = self.model(torch.from_numpy(xb).to(self.device))
         y = torch.from_numpy(self.y[idx]).to(self.device)
         return rine_loss(out, y, self.cfg.contrastive_weight, self.cfg.temperature)
@@ -140,6 +172,8 @@ class _RineTrainee:
         pick = np.random.default_rng([cfg.seed, epoch, 7]).integers(
             0, len(self.x_views), len(order)
         )
+        if self.online is not None:
+            pick = np.full(len(order), epoch)  # online: the epoch's own draw for every image
         batches = (((order[lo : lo + cfg.batch_size], pick[lo : lo + cfg.batch_size]), 1)
                    for lo in range(0, len(order), cfg.batch_size))  # fmt: skip
         sums, n_batches = train_one_epoch(self.model, self._step, batches, self.opt,
@@ -159,10 +193,14 @@ def train_rine(
     val_features: list[str | Path], settings: dict, seed: int, out_dir: str | Path,
     backbone_card: str | Path | None = None, device: str = "auto",
     checkpoint_dir: str | Path | None = None, preprocess: dict | None = None, test_crop: str = "resize",
+    online: dict | None = None,
 ) -> dict:  # fmt: skip
     """Run the rine_train step; writes ``model.safetensors`` + ``card.json`` atomically.
     With ``checkpoint_dir`` every epoch is checkpointed there and a killed run resumes.
-    ``preprocess`` and ``test_crop`` are recorded so `sidflow predict` applies them."""
+    ``preprocess`` and ``test_crop`` are recorded so `sidflow predict` applies them.
+    ``online`` (``{"processed": [...], "augment": {...}}``, with ``backbone_card``): train on
+    fresh augmentation draws through CLIP every epoch (:class:`OnlineViews`); ``train_features``
+    then only gives the clean training tokens (shapes, standardisation statistics)."""
     cfg = RineTrainConfig(**{**settings, "seed": seed})
     train, val, views, x_views, x_val = _load_tokens(manifests, train_features, val_features)
     y = train["label"].to_numpy().astype(np.int64)
@@ -193,7 +231,12 @@ def train_rine(
         stacked = np.concatenate(x_views)
         model.token_mean.copy_(torch.from_numpy(stacked.mean(0)))
         model.token_std.copy_(torch.from_numpy(stacked.std(0) + 1e-6))
-    task = _RineTrainee(model.to(dev), cfg, x_views, y, x_val, dev)
+    views_online = None
+    if online:
+        views_online = OnlineViews(train, manifests, online["processed"], Path(backbone_card).parent,
+                                   online.get("augment") or {}, seed, dev)  # fmt: skip
+        views = ["online"]
+    task = _RineTrainee(model.to(dev), cfg, x_views, y, x_val, dev, views_online)
     state = LoopState(
         fingerprint=fingerprint([asdict(rcfg), asdict(cfg), views], train["image_id"].tolist())
     )
