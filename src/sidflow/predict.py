@@ -240,6 +240,9 @@ class ResultsFile:
         if self.fmt == "json":
             self.fh.write(json.dumps(self.buffer, indent=1))
         self.fh.close()
+        from sidflow.io import current_umask
+
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp made it 0600
         os.replace(self.tmp, dest)
         return dest
 
