@@ -190,3 +190,43 @@ def test_bad_output_is_refused_before_any_work(student, images, tmp_path, capsys
     captured = capsys.readouterr()
     assert captured.out == "" and needle in captured.err and target in captured.err
     assert list((tmp_path / "folder").iterdir()) == []
+
+
+# -- rows 6 and 7: every input found is a row; special and huge files are not read -------------
+def test_every_entry_of_a_folder_is_a_row(student, images, tmp_path):
+    import os
+
+    import pandas as pd
+
+    odd = images / "odd"
+    odd.mkdir()
+    shutil.copy(next((images / "real").iterdir()), odd / "photo.jfif")  # an image, odd suffix
+    shutil.copy(next((images / "fake").iterdir()), odd / "no_suffix")
+    (odd / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (odd / "loop").symlink_to(odd / "loop")
+    os.mkfifo(odd / "pipe.png")  # reading it would hang
+    with open(odd / "huge.png", "wb") as fh:
+        fh.truncate(3 * 2**30)  # sparse 3 GB: refused by size, never read
+    locked = odd / "locked"
+    locked.mkdir()
+    (locked / "inside.png").write_bytes(b"x")
+    locked.chmod(0)
+    try:
+        out = tmp_path / "p.csv"
+        assert _predict(student, images, "--output", out) == 0
+    finally:
+        locked.chmod(0o755)
+    table = pd.read_csv(out)
+    rows = table.set_index(table["path"].map(lambda p: os.path.relpath(p, images)))
+    # 10 images + jfif, suffix-less, dangling link, loop, FIFO, huge file, the locked folder
+    # (or, for root who can read it, the file inside it)
+    assert len(rows) == 17 and rows.index.is_unique
+    assert rows.loc["odd/photo.jfif", "verdict"] in ("real", "fake")
+    assert rows.loc["odd/no_suffix", "verdict"] in ("real", "fake")
+    for name, reason in (("odd/dangling.png", "unreadable"), ("odd/loop", "unreadable"),
+                         ("odd/pipe.png", "special file"), ("odd/huge.png", "file too large")):  # fmt: skip
+        assert rows.loc[name, "verdict"] == "quarantined" and reason in rows.loc[name, "reason"], (
+            name
+        )
+    if os.geteuid() != 0:  # root reads anything: the locked folder is only locked for others
+        assert rows.loc["odd/locked", "verdict"] == "quarantined"

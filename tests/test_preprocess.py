@@ -110,3 +110,31 @@ def test_encode_modes_are_recorded_per_image(raw, tmp_path):
     assert rows.loc["img_0_0000.png", "jpeg"] == (raw / "img_0_0000.png").read_bytes()
     s = preprocess_generator(raw, tmp_path / "p", PreprocessParams(image_size=16, encode="png"))
     assert s["encodings"] == {"png": 15}
+
+
+def test_huge_and_special_files_are_quarantined_unread(raw, tmp_path, monkeypatch):
+    """Adversarial row 7 (a 2 GB non-image, /dev/zero): refused by size or type, never read."""
+    import os
+
+    big = raw / "huge.png"
+    with open(big, "wb") as fh:  # sparse: 3 GB on paper, nothing on disk
+        fh.truncate(3 * 2**30)
+    os.mkfifo(raw / "pipe.png")
+    reads = []
+    real_read = pp.Path.read_bytes
+
+    def spy(self):
+        reads.append(self.name)
+        return real_read(self)
+
+    monkeypatch.setattr(pp.Path, "read_bytes", spy)
+    s = preprocess_generator(
+        raw, tmp_path / "o", PreprocessParams(image_size=16, max_bytes=10 * 2**20)
+    )
+    assert (
+        s["quarantine_reasons"]["file too large"] == 1
+        and s["quarantine_reasons"]["special file"] == 1
+    )
+    assert "huge.png" not in reads and "pipe.png" not in reads
+    q = pd.read_parquet(tmp_path / "o" / "quarantine.parquet").set_index("source_path")
+    assert "3221225472 bytes > max_bytes 10485760" in q.loc["huge.png", "detail"]

@@ -91,3 +91,19 @@ def test_refresh_skips_folders_without_an_index(raw, tmp_path):
 def test_missing_raw_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_index(tmp_path / "nope")
+
+
+def test_a_fifo_in_a_raw_folder_is_indexed_without_being_opened(tmp_path):
+    import os
+
+    from sidflow.data.raw_index import build_index
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.png").write_bytes(b"x")
+    os.mkfifo(raw / "pipe.png")  # opening it for reading would block forever
+    index = build_index(raw).set_index("path")
+    assert index.loc["pipe.png", "sha256"] == "special:prw-r--r--" or index.loc[
+        "pipe.png", "sha256"
+    ].startswith("special:p")
+    assert len(index.loc["a.png", "sha256"]) == 64

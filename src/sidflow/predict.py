@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sidflow.data.images import BadImageError, normalize_image
+from sidflow.data.images import DEFAULT_MAX_BYTES, BadImageError, normalize_image, read_image_file
 from sidflow.data.loading import to_tensor
-from sidflow.data.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +52,31 @@ def check_inputs(items: Iterable[str]) -> list[str]:
     return items
 
 
+def walk_inputs(folder: Path) -> Iterator[Path]:
+    """Every entry below ``folder`` that is not a folder, in sorted order: image or not, with or
+    without a suffix, links (never followed: a dangling one or a loop is reported when read)
+    and special files; a sub-folder that cannot be listed is yielded too, so that reading it
+    reports why. Nothing found is left out of the results."""
+    unreadable: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable.append):
+        links = [d for d in dirnames if (Path(dirpath) / d).is_symlink()]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
+        yield from (Path(dirpath) / name for name in sorted(filenames + links))
+    yield from (Path(err.filename) for err in unreadable if err.filename)
+
+
 def expand_paths(items: Iterable[str]) -> Iterator[Path]:
-    """Files, folders (recursively, image suffixes only) and glob patterns, in order; every
-    argument is checked before the first path is yielded (:func:`check_inputs`)."""
+    """Files, folders (recursively: every entry, :func:`walk_inputs`) and glob patterns, in
+    order; every argument is checked before the first path is yielded (:func:`check_inputs`)."""
     for item in check_inputs(items):
         p = Path(item)
-        if p.is_dir():
-            yield from sorted(
-                q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
-            )
-        elif p.exists():
+        if p.is_dir() and not p.is_symlink():
+            yield from walk_inputs(p)
+        elif p.exists() or p.is_symlink():
             yield p
         else:
-            matches = sorted(glob.glob(item, recursive=True))
-            yield from (Path(m) for m in matches if Path(m).is_file())
+            for m in map(Path, sorted(glob.glob(item, recursive=True))):
+                yield from walk_inputs(m) if m.is_dir() and not m.is_symlink() else [m]
 
 
 @dataclass
@@ -81,6 +91,7 @@ class Predictor:
     max_pixels: int
     threshold: float
     encode: str = "jpeg"  # the preprocessing encode mode the model was trained with
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger inputs are quarantined unread
 
 
 def load_predictor(
@@ -179,10 +190,14 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
     for path in paths:
         try:
             norm = normalize_image(
-                path.read_bytes(), pred.size, pred.quality, pred.max_pixels, pred.encode
+                read_image_file(path, pred.max_bytes),
+                pred.size,
+                pred.quality,
+                pred.max_pixels,
+                pred.encode,
             )
-        except (BadImageError, OSError) as exc:
-            reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable file: {exc}"
+        except (BadImageError, OSError) as exc:  # a row with the reason, never a silent gap
+            reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable: {exc}"
             yield {"path": str(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
                    "model": name, "reason": reason}  # fmt: skip
             continue

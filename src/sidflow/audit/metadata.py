@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from sidflow.data.images import read_image_file
 from sidflow.data.preprocess import list_inputs
 from sidflow.io import sha256_bytes, write_parquet
 
@@ -114,7 +115,9 @@ def raw_metadata(raw_dir: str | Path) -> pd.DataFrame:
         try:
             if path.is_symlink():
                 raise OSError("symbolic link")
-            data = path.read_bytes()
+            data = read_image_file(
+                path
+            )  # special or huge files: not read (quarantined by preprocess)
             row["image_id"] = sha256_bytes(data)
             row.update(file_metadata(data))
         except Exception as exc:  # noqa: BLE001 - recorded, quarantined later by preprocess

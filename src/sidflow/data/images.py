@@ -15,11 +15,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_BYTES = 512 * 2**20  # larger inputs are refused before a byte is read
 
 
 class BadImageError(ValueError):
@@ -127,6 +129,21 @@ def open_image(data: bytes, draft_size: int | None = None, max_pixels: int = DEF
             raise BadImageError("unreadable image", f"{type(exc).__name__}: {exc}") from None
     img, notes = _to_rgb(img)
     return img, info, notes
+
+
+def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of an input file, after checking (without reading) that it is a regular file
+    (a FIFO, device or socket would block or never end) of at most ``max_bytes``.
+    Raises :class:`BadImageError` naming the reason; ``OSError`` if it cannot be read."""
+    import os
+    import stat
+
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImageError("special file", f"not a regular file (mode {stat.filemode(st.st_mode)}); not read")
+    if st.st_size > max_bytes:
+        raise BadImageError("file too large", f"{st.st_size} bytes > max_bytes {max_bytes}; not read")
+    return Path(path).read_bytes()
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sidflow.data.images import BadImageError, normalize_image
+from sidflow.data.images import DEFAULT_MAX_BYTES, BadImageError, normalize_image, read_image_file
 from sidflow.io import atomic_dir, read_json, sha256_bytes, write_json, write_parquet
 from sidflow.tables import PART_SCHEMA, QUARANTINE_SCHEMA
 
@@ -35,6 +35,7 @@ class PreprocessParams:
     jpeg_quality: int = 90
     max_pixels: int = 64_000_000
     shard_size: int = 5000
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger files are quarantined without being read
     encode: str = "jpeg"  # jpeg | png | original (sidflow.data.images.ENCODE_MODES)
 
 
@@ -43,15 +44,16 @@ SNAKEMAKE_MARKER = ".snakemake_timestamp"
 
 
 def list_inputs(raw_dir: Path) -> list[str]:
-    """Every file below ``raw_dir`` (relative POSIX paths, sorted); hidden files included,
-    so that stray files are quarantined and counted rather than silently ignored."""
+    """Every entry below ``raw_dir`` that is not a folder (relative POSIX paths, sorted): hidden
+    files, links and special files (FIFOs, sockets) included, so that every stray entry is
+    quarantined and counted rather than silently ignored."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise FileNotFoundError(f"raw folder {raw_dir} does not exist")
     return sorted(
         p.relative_to(raw_dir).as_posix()
         for p in raw_dir.rglob("*")
-        if (p.is_file() or p.is_symlink()) and p.name != SNAKEMAKE_MARKER
+        if (p.is_symlink() or not p.is_dir()) and p.name != SNAKEMAKE_MARKER  # FIFOs, devices too
     )
 
 
@@ -72,7 +74,9 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
     try:
         if path.is_symlink():
             return quarantined("symbolic link", "links are not followed")
-        data = path.read_bytes()
+        data = read_image_file(path, params.max_bytes)
+    except BadImageError as exc:
+        return quarantined(exc.reason, exc.detail)
     except OSError as exc:
         return quarantined("unreadable file", str(exc))
     try:
@@ -89,8 +93,9 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
 
 def _plan_key(inputs: list[str], params: PreprocessParams) -> str:
     settings = asdict(params)
-    if settings["encode"] == "jpeg":
-        del settings["encode"]  # the default keeps the key it had before encode modes existed
+    for key, default in (("encode", "jpeg"), ("max_bytes", DEFAULT_MAX_BYTES)):
+        if settings[key] == default:
+            del settings[key]  # a default keeps the key it had before the setting existed
     return sha256_bytes(("\n".join(inputs) + repr(settings)).encode())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +54,9 @@ def _scan(raw_dir: Path) -> list[tuple[str, int, int]]:
 def _digest(path: Path) -> str:
     if path.is_symlink():  # the link itself, never its target (which may be missing)
         return "symlink:" + hashlib.sha256(os.readlink(path).encode()).hexdigest()
+    mode = path.lstat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO or device is never opened (it would block or not end)
+        return "special:" + stat.filemode(mode)
     return sha256_file(path)
 
 
