@@ -57,6 +57,9 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
         return img, notes
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        bad = ~np.isfinite(arr)
+        if bad.any():  # NaN/inf pixels have no value to show: never guess one
+            raise BadImageError("non-finite pixels", f"{int(bad.sum())} of {arr.size} pixels are NaN or infinite")
         hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         notes.append(f"{mode}->8bit")
