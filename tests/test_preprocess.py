@@ -80,6 +80,36 @@ def test_interrupted_run_resumes_finished_shards(raw, tmp_path, monkeypatch):
     assert s["written"] + s["quarantined"] == 19
 
 
+def test_resume_redoes_a_shard_whose_file_was_replaced_in_place(raw, tmp_path, monkeypatch):
+    """Adversarial row 10: a raw file replaced under the same name must not keep its shard."""
+    import shutil
+
+    out = tmp_path / "out"
+    params = PreprocessParams(image_size=16, shard_size=4)
+    real = pp.process_one
+    calls = []
+
+    def crash_after_two_shards(args):
+        calls.append(args[1])
+        if len(calls) > 8:
+            raise KeyboardInterrupt
+        return real(args)
+
+    monkeypatch.setattr(pp, "process_one", crash_after_two_shards)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess_generator(raw, out, params)
+    first = sorted(pp.list_inputs(raw))[0]  # in shard 0, already written
+    old_id = pd.read_parquet(tmp_path / "out.partial" / "part-00000.parquet")["image_id"].tolist()
+    shutil.copy(raw / "img_0_0009.png", raw / first)  # same name, other content
+    calls.clear()
+    monkeypatch.setattr(pp, "process_one", lambda args: (calls.append(args[1]), real(args))[1])
+    preprocess_generator(raw, out, params)
+    assert first in calls and len(calls) == 19 - 4  # shard 0 redone, shard 1 reused
+    rows = pd.concat([pd.read_parquet(p) for p in part_files(out)]).set_index("source_path")
+    assert rows.loc[first, "image_id"] == rows.loc["img_0_0009.png", "image_id"]
+    assert rows.loc[first, "image_id"] not in old_id
+
+
 def test_changed_params_discard_stale_partial(raw, tmp_path):
     partial = tmp_path / "out.partial"
     partial.mkdir()

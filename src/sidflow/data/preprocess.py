@@ -99,6 +99,19 @@ def _plan_key(inputs: list[str], params: PreprocessParams) -> str:
     return sha256_bytes(("\n".join(inputs) + repr(settings)).encode())
 
 
+def _shard_key(raw_dir: Path, shard: list[str]) -> str:
+    """What a shard's output depends on besides the parameters: its files' names, sizes,
+    modification times and inodes (lstat: links are not followed)."""
+    lines = []
+    for rel in shard:
+        try:
+            st = (raw_dir / rel).lstat()
+            lines.append(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}")
+        except OSError as exc:
+            lines.append(f"{rel}\t{type(exc).__name__}")
+    return sha256_bytes("\n".join(lines).encode())
+
+
 def preprocess_generator(
     raw_dir: str | Path,
     out_dir: str | Path,
@@ -115,10 +128,13 @@ def preprocess_generator(
     if partial.exists() and (not plan_file.exists() or read_json(plan_file).get("key") != key):
         log.info("discarding stale partial output %s (inputs or parameters changed)", partial)
         shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, {"key": key, "inputs": len(inputs), "params": asdict(params)})
-
     shards = [inputs[i : i + params.shard_size] for i in range(0, len(inputs), params.shard_size)]
+    # a finished shard is reused only if none of its files changed since (size, mtime, inode):
+    # a raw file replaced in place under the same name must not keep its stale shard
+    shard_keys = [_shard_key(raw_dir, shard) for shard in shards]
+    done_keys = read_json(plan_file).get("shard_keys", []) if plan_file.exists() else []
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(plan_file, {"key": key, "inputs": len(inputs), "params": asdict(params), "shard_keys": shard_keys})
     # fork: workers need nothing but this module, and spawn would re-run the calling
     # script (a Snakemake script cannot be re-imported outside Snakemake).
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
@@ -128,8 +144,10 @@ def preprocess_generator(
             part = partial / f"part-{index:05d}.parquet"
             qpart = partial / f"quarantine-{index:05d}.parquet"
             if part.exists() and qpart.exists():
-                log.info("shard %d already done, skipping", index)
-                continue
+                if index < len(done_keys) and done_keys[index] == shard_keys[index]:
+                    log.info("shard %d already done, skipping", index)
+                    continue
+                log.info("shard %d: its files changed since it was written, redoing it", index)
             jobs = [(raw_dir, rel, params) for rel in shard]
             results = pool.map(process_one, jobs, chunksize=64) if pool else list(map(process_one, jobs))
             ok = [r for status, r in results if status == "ok"]
