@@ -1,5 +1,7 @@
 """Captioning teacher: registry, loss goes down, caption scoring is a valid distribution."""
 
+from pathlib import Path
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -176,6 +178,46 @@ def test_cached_rows_computes_only_what_is_missing(tmp_path):
     assert computed == 0 and len(store.chunks()) == 6
     pd.testing.assert_frame_equal(again, full)
     assert pq.read_schema(store.chunks()[0]).field("x").type == pa.float32()
+
+
+def test_a_corrupt_chunk_is_set_aside_and_its_rows_computed_again(tmp_path, caplog):
+    """Adversarial row 11: garbage in a cache chunk used to fail every later run."""
+    store, calls = ChunkStore(tmp_path / "store"), []
+    ids = [f"{i:02d}" for i in range(6)]
+    cached_rows(store, _manifest(ids), _square(calls), ROW_SCHEMA, 2)
+    middle = store.chunks()[1]
+    middle.write_bytes(b"garbage, not parquet")
+    calls.clear()
+    out, computed = cached_rows(store, _manifest(ids), _square(calls), ROW_SCHEMA, 2)
+    assert (
+        computed == 2 and calls == [ids[2:4]] and list(out["x"]) == [float(i**2) for i in range(6)]
+    )
+    assert (
+        middle.parent / (middle.name + ".corrupt")
+    ).exists() and "unreadable cache chunk" in caplog.text
+    # the recomputed rows went to a new chunk: no existing chunk was overwritten
+    assert [c.name for c in store.chunks()] == [
+        "chunk-000000.parquet",
+        "chunk-000002.parquet",
+        "chunk-000003.parquet",
+    ]
+    again, computed = cached_rows(store, _manifest(ids), _boom, ROW_SCHEMA, 2)
+    assert computed == 0 and again.equals(out)
+
+
+def test_a_corrupt_processed_shard_is_named_with_the_fix(tiny_dataset):
+    from sidflow.data.loading import load_images
+    from sidflow.data.preprocess import part_files
+
+    proc = Path(tiny_dataset["root"]) / "proc-copy"
+    import shutil
+
+    shutil.copytree(tiny_dataset["processed"][0], proc)
+    part_files(proc)[0].write_bytes(b"garbage")
+    with pytest.raises(
+        ValueError, match=r"part-00000.parquet: unreadable processed shard .* rerun"
+    ):
+        load_images([tiny_dataset["manifests"][0]], [proc])
 
 
 def test_cached_rows_names_the_store_when_a_row_is_missing(tmp_path):

@@ -36,10 +36,17 @@ class ChunkStore:
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame | None:
         """Every stored row once (the first copy of an ``image_id``), or None if empty."""
-        chunks = self.chunks()
-        if not chunks:
+        frames = []
+        for chunk in self.chunks():
+            try:
+                frames.append(pd.read_parquet(chunk, columns=columns))
+            except Exception as exc:  # noqa: BLE001 - garbage on disk costs a recompute, not the run
+                bad = chunk.with_name(chunk.name + ".corrupt")
+                log.warning("%s: unreadable cache chunk (%s: %s); moved to %s, its rows are computed again",
+                            chunk, type(exc).__name__, exc, bad.name)  # fmt: skip
+                chunk.replace(bad)
+        if not frames:
             return None
-        frames = [pd.read_parquet(c, columns=columns) for c in chunks]
         return pd.concat(frames, ignore_index=True).drop_duplicates("image_id")
 
     def done_ids(self) -> set[str]:
@@ -48,7 +55,8 @@ class ChunkStore:
 
     def append(self, rows: pd.DataFrame, schema: pa.Schema) -> Path:
         """Write one chunk atomically; returns its path."""
-        path = self.root / f"chunk-{len(self.chunks()):06d}.parquet"
+        taken = [int(p.name[6:12]) for p in self.root.glob("chunk-*") if p.name[6:12].isdigit()]
+        path = self.root / f"chunk-{max(taken, default=-1) + 1:06d}.parquet"  # never a used name
         write_parquet(path, rows, schema)
         return path
 

@@ -38,7 +38,13 @@ def load_images(
         wanted = set(man["image_id"])
         parts = []
         for part in part_files(pdir):
-            t = pq.read_table(part, columns=["image_id", "jpeg"]).to_pandas()
+            try:
+                t = pq.read_table(part, columns=["image_id", "jpeg"]).to_pandas()
+            except Exception as exc:  # noqa: BLE001 - say which file and how to rebuild it
+                raise ValueError(
+                    f"{part}: unreadable processed shard ({type(exc).__name__}: {exc}); remove {pdir} and "
+                    f"rerun the pipeline (or `snakemake --forcerun preprocess`) to rebuild it"
+                ) from None
             parts.append(t[t["image_id"].isin(wanted)])
         jpegs = pd.concat(parts, ignore_index=True).drop_duplicates("image_id")
         merged = man.merge(jpegs, on="image_id", how="left", validate="one_to_one")
