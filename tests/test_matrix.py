@@ -30,8 +30,9 @@ def test_paper_presets_train_on_their_subsets_and_test_on_all(repo, monkeypatch,
     cfg = load_config("config.yaml", overlays=[f"experiments/{preset}.yaml", lsun_source])
     plan = Plan(cfg, load_sheet(cfg["generators_sheet"]))
     assert plan.train_keys() == train
-    assert set(plan.test_keys()) == {
-        f"lsun-bedroom/{g}" for g in ("real", "adm", "iddpm", "ldm", "pndm")
+    assert set(plan.test_keys()) == {  # all seven subsets of the studies, and the reals
+        f"lsun-bedroom/{g}"
+        for g in ("real", "adm", "iddpm", "ldm", "pndm", "ddpm", "sd14", "glide")
     }
 
 
@@ -40,10 +41,10 @@ def test_cross_and_logo_cells(repo, monkeypatch, lsun_source):
     cfg = load_config("config.yaml", overlays=["experiments/lsun-cross.yaml", lsun_source])
     cross = matrix_cells(cfg, "cross")
     assert cross["lsun-x-lsun-bedroom-adm"] == ["lsun-bedroom/real", "lsun-bedroom/adm"]
-    assert len(cross) == 4
+    assert len(cross) == 7  # one cell per fake subset
     logo = matrix_cells(cfg, "logo")
     assert logo["lsun-logo-lsun-bedroom-adm"] == ["lsun-bedroom/real"] + [
-        f"lsun-bedroom/{g}" for g in ("iddpm", "ldm", "pndm")
+        f"lsun-bedroom/{g}" for g in ("iddpm", "ldm", "pndm", "ddpm", "sd14", "glide")
     ]
     with pytest.raises(ConfigError, match="mode"):
         matrix_cells(cfg, "diagonal")

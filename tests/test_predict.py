@@ -230,3 +230,18 @@ def test_every_entry_of_a_folder_is_a_row(student, images, tmp_path):
         )
     if os.geteuid() != 0:  # root reads anything: the locked folder is only locked for others
         assert rows.loc["odd/locked", "verdict"] == "quarantined"
+
+
+def test_a_name_with_invalid_utf8_bytes_is_a_row(student, images, tmp_path):
+    import os
+
+    import pandas as pd
+
+    shutil.copy(next((images / "real").iterdir()), images / os.fsdecode(b"bad\xffname.png"))
+    out = tmp_path / "p.csv"
+    assert _predict(student, images, "--output", out) == 0
+    rows = pd.read_csv(out)
+    assert len(rows) == 11 and rows["path"].str.endswith("bad\\xffname.png").sum() == 1
+    assert (
+        rows[rows["path"].str.endswith("bad\\xffname.png")]["verdict"].isin(["real", "fake"]).all()
+    )

@@ -168,3 +168,24 @@ def test_huge_and_special_files_are_quarantined_unread(raw, tmp_path, monkeypatc
     assert "huge.png" not in reads and "pipe.png" not in reads
     q = pd.read_parquet(tmp_path / "o" / "quarantine.parquet").set_index("source_path")
     assert "3221225472 bytes > max_bytes 10485760" in q.loc["huge.png", "detail"]
+
+
+def test_a_name_with_invalid_utf8_bytes_never_stops_a_run(raw, tmp_path):
+    """Adversarial row 3: `bad\\xffname.png` crashed the plan key, the raw index and predict."""
+    import os
+    import shutil
+
+    from sidflow.data.raw_index import build_index, write_index
+
+    odd = os.fsdecode(b"bad\xffname.png")  # how Python holds the undecodable byte
+    shutil.copy(raw / "img_0_0000.png", raw / odd)
+    s = preprocess_generator(raw, tmp_path / "o", PreprocessParams(image_size=16))
+    assert s["written"] == 16  # processed like any other image
+    rows = pd.concat([pd.read_parquet(p) for p in part_files(tmp_path / "o")])
+    assert "bad\\xffname.png" in set(rows["source_path"])  # the odd byte kept, as \xff
+    index = build_index(raw)
+    assert "bad\\xffname.png" in set(index["path"])
+    assert (
+        write_index(raw, tmp_path / "index.tsv")
+        and "bad\\xffname.png" in (tmp_path / "index.tsv").read_text()
+    )

@@ -90,7 +90,8 @@ def test_rine_paper_preset_evaluates_the_published_head_on_paired_sets(tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     jobs = planned_jobs(out)
-    assert jobs["rine_train"] == 1 and jobs["score_rine"] == 4 and "student_distill" not in jobs
+    # one head; scored on the six Wang2020 sets of the sheet (ProGAN, StyleGAN, BigGAN + reals)
+    assert jobs["rine_train"] == 1 and jobs["score_rine"] == 6 and "student_distill" not in jobs
     assert (
         "teacher_finetune" not in jobs and "clip_train_views" not in jobs
     )  # nothing trained but the head

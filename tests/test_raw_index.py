@@ -107,3 +107,14 @@ def test_a_fifo_in_a_raw_folder_is_indexed_without_being_opened(tmp_path):
         "pipe.png", "sha256"
     ].startswith("special:p")
     assert len(index.loc["a.png", "sha256"]) == 64
+
+
+def test_indexes_are_left_alone_while_another_run_holds_the_lock(tmp_path, caplog):
+    from sidflow.data.raw_index import lock_held
+
+    locks = tmp_path / ".snakemake" / "locks"
+    assert not lock_held(locks)  # no folder yet
+    locks.mkdir(parents=True)
+    assert not lock_held(locks)
+    (locks / "0.input.lock").write_text("data/raw/demo/real\n")
+    assert lock_held(locks) and "holds the lock" in caplog.text

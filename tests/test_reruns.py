@@ -91,4 +91,4 @@ def test_changed_training_generator_retrains(work):
     edit_image(sorted((work / "data/raw/demo/real").glob("*.png"))[0], 2)
     jobs = planned_jobs(dry_run(work))
     assert jobs["teacher_finetune"] == 2 and jobs["student_distill"] == 2
-    assert jobs["rine_train"] == 1 and jobs["preprocess"] == 1
+    assert jobs["rine_train"] == 2 and jobs["preprocess"] == 1  # rine and its rine-mean ablation

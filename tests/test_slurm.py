@@ -47,9 +47,11 @@ def cluster(tmp_path_factory):
 def slurm_run(cluster, tmp_path_factory):
     work = copy_workflow(tmp_path_factory.mktemp("wf-slurm"))
     shutil.copy(CONFIGS / "slurm-lean.yaml", work / "lean.yaml")
-    # status checks every second or so instead of the plugin's cluster-friendly 40 s
+    # status checks every second instead of the plugin's cluster-friendly 40 s before the first
+    # and 10 s between rounds (each round waited on is a dependency level's idle time here)
     r = run_snakemake(work, "--configfile", "small.yaml", "lean.yaml", "--profile", "profiles/slurm",
-                      "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs",
+                      "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
+                      "--slurm-keep-successful-logs",
                       "--jobs", "6",
                       *SAME_THREADS, timeout=2300)  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]

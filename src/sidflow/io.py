@@ -107,6 +107,13 @@ def write_parquet(
         pq.write_table(table, tmp, compression="zstd")
 
 
+def text_path(path: str | os.PathLike) -> str:
+    """A file name as text that any UTF-8 writer accepts: a name whose bytes are not valid
+    UTF-8 (Python holds them as surrogate escapes) keeps its odd bytes as ``\\xNN``;
+    every valid name is unchanged."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -29,6 +29,7 @@ import torch
 
 from sidflow.data.images import DEFAULT_MAX_BYTES, BadImageError, normalize_image, read_image_file
 from sidflow.data.loading import to_tensor
+from sidflow.io import text_path
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
                 "more in its batch: the model's weights are broken (NaN/inf); retrain or restore them"
             )
         for (path, _), pf in zip(batch, p, strict=True):
-            yield {"path": str(path), "p_fake": round(float(pf), 6), "verdict": "fake" if pf >= threshold else "real",
+            yield {"path": text_path(path), "p_fake": round(float(pf), 6), "verdict": "fake" if pf >= threshold else "real",
                    "threshold": threshold, "model": name, "reason": ""}  # fmt: skip
         batch.clear()
 
@@ -198,7 +199,7 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
             )
         except (BadImageError, OSError) as exc:  # a row with the reason, never a silent gap
             reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable: {exc}"
-            yield {"path": str(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
+            yield {"path": text_path(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
                    "model": name, "reason": reason}  # fmt: skip
             continue
         batch.append((path, norm.jpeg))

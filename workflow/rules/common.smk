@@ -13,6 +13,7 @@ from sidflow.config import (
     expand_rine_grid,
     load_sheet,
 )
+from sidflow.data.raw_index import lock_held as raw_lock_held
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
 from sidflow.probe.plan import check_probe
 from sidflow.probe.plan import cells as probe_cells
@@ -21,7 +22,9 @@ from sidflow.probe.plan import parts as probe_parts
 from sidflow.probe.plan import transforms as probe_transforms
 
 SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
-expand_rine_grid(config)  # one RINE detector per grid cell, before anything reads the detectors
+expand_rine_grid(
+    config
+)  # one RINE detector per grid cell, before anything reads the detectors
 SHEET = load_sheet(config["generators_sheet"], SCHEMAS)
 check_semantics(config, SHEET)
 check_probe(config)
@@ -29,8 +32,9 @@ PLAN = Plan(config, SHEET)
 EXPERIMENT = config["experiment"]["name"]
 
 # Edits inside a raw folder are invisible to Snakemake (directory outputs are dated by a
-# marker file): refresh each downloaded generator's content index before the DAG is built.
-if config["watch_raw"] and workflow.is_main_process:
+# marker file): refresh each downloaded generator's content index before the DAG is built
+# (never while another run holds this folder's lock: the indexes are that run's).
+if config["watch_raw"] and workflow.is_main_process and not raw_lock_held():
     refresh_raw_indexes(
         [
             (f"data/raw/{d}/{g}", f"data/raw-index/{d}/{g}.tsv")
@@ -163,7 +167,9 @@ def rine_view_features(wildcards):
     (rine.online: only the clean view; the epochs draw fresh views through CLIP)."""
     views = ["none"] if config["rine"]["online"] else PLAN.rine_views()
     return {
-        view: [f"results/features/clip/{key}/{view}.parquet" for key in PLAN.train_keys()]
+        view: [
+            f"results/features/clip/{key}/{view}.parquet" for key in PLAN.train_keys()
+        ]
         for view in views
     }
 
@@ -176,7 +182,10 @@ def rine_online_processed(wildcards):
 def rine_online(wildcards):
     if not config["rine"]["online"]:
         return None
-    return {"processed": student_processed(wildcards), "augment": config["rine"]["augment"]}
+    return {
+        "processed": student_processed(wildcards),
+        "augment": config["rine"]["augment"],
+    }
 
 
 def rine_train_features(wildcards):
@@ -415,7 +424,13 @@ def probe_cross_best_features(wildcards):
 
 def probe_cross_best_inputs(wildcards):
     feats = probe_cross_best_features(wildcards)
-    return [p for by_t in feats.values() for parts in by_t.values() for paths in parts for p in paths]
+    return [
+        p
+        for by_t in feats.values()
+        for parts in by_t.values()
+        for paths in parts
+        for p in paths
+    ]
 
 
 def probe_cross_reduction(wildcards):

@@ -106,4 +106,3 @@ rule probe_cross_best:
         max_train=config["probe"]["max_train"],
     script:
         "../scripts/probe_cross_best.py"
-

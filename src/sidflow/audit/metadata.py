@@ -23,7 +23,7 @@ from PIL import Image
 
 from sidflow.data.images import read_image_file
 from sidflow.data.preprocess import list_inputs
-from sidflow.io import sha256_bytes, write_parquet
+from sidflow.io import sha256_bytes, text_path, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def raw_metadata(raw_dir: str | Path) -> pd.DataFrame:
     rows = []
     for rel in list_inputs(raw_dir):
         path = raw_dir / rel
-        row = {"source_path": rel, "image_id": None}
+        row = {"source_path": text_path(rel), "image_id": None}
         try:
             if path.is_symlink():
                 raise OSError("symbolic link")

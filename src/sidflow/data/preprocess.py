@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from sidflow.data.images import DEFAULT_MAX_BYTES, BadImageError, normalize_image, read_image_file
-from sidflow.io import atomic_dir, read_json, sha256_bytes, write_json, write_parquet
+from sidflow.io import atomic_dir, read_json, sha256_bytes, text_path, write_json, write_parquet
 from sidflow.tables import PART_SCHEMA, QUARANTINE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
     """Return ("ok", row) or ("quarantine", row) for one input file; never raises."""
     raw_dir, rel, params = args
     path = Path(raw_dir) / rel
+    rel = text_path(rel)  # as stored: an odd (non-UTF-8) byte in a name never stops the run
 
     def quarantined(reason: str, detail: str, data: bytes | None = None) -> tuple[str, dict]:
         return "quarantine", {
@@ -96,7 +97,7 @@ def _plan_key(inputs: list[str], params: PreprocessParams) -> str:
     for key, default in (("encode", "jpeg"), ("max_bytes", DEFAULT_MAX_BYTES)):
         if settings[key] == default:
             del settings[key]  # a default keeps the key it had before the setting existed
-    return sha256_bytes(("\n".join(inputs) + repr(settings)).encode())
+    return sha256_bytes(("\n".join(map(text_path, inputs)) + repr(settings)).encode())
 
 
 def _shard_key(raw_dir: Path, shard: list[str]) -> str:
@@ -106,9 +107,9 @@ def _shard_key(raw_dir: Path, shard: list[str]) -> str:
     for rel in shard:
         try:
             st = (raw_dir / rel).lstat()
-            lines.append(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}")
+            lines.append(f"{text_path(rel)}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}")
         except OSError as exc:
-            lines.append(f"{rel}\t{type(exc).__name__}")
+            lines.append(f"{text_path(rel)}\t{type(exc).__name__}")
     return sha256_bytes("\n".join(lines).encode())
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sidflow.io import atomic_path, sha256_file
+from sidflow.io import atomic_path, sha256_file, text_path
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _scan(raw_dir: Path) -> list[tuple[str, int, int]]:
                     stack.append((prefix + entry.name + "/", entry.path))
                 elif entry.name != MARKER:
                     st = entry.stat(follow_symlinks=False)
-                    out.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
+                    out.append((prefix + entry.name, st.st_size, st.st_mtime_ns))  # raw name: opened below
     out.sort()
     return out
 
@@ -79,11 +79,11 @@ def build_index(raw_dir: str | os.PathLike, stat_cache: str | os.PathLike | None
             log.warning("ignoring unreadable stat cache %s: %s", stat_cache, exc)
     rows, hashed = [], 0
     for rel, size, mtime in _scan(raw_dir):
-        digest = known.get((rel, size, mtime))
+        digest = known.get((text_path(rel), size, mtime))
         if digest is None:
             digest = _digest(raw_dir / rel)
             hashed += 1
-        rows.append((rel, size, mtime, digest))
+        rows.append((text_path(rel), size, mtime, digest))
     full = pd.DataFrame(rows, columns=["path", "size", "mtime_ns", "sha256"])
     if stat_cache is not None and (hashed or len(full) != len(known)):
         Path(stat_cache).parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +107,16 @@ def write_index(raw_dir, index_path, stat_cache=None) -> bool:
     with atomic_path(index_path) as tmp:
         Path(tmp).write_text(text)
     return True
+
+
+def lock_held(locks_dir: str | os.PathLike = ".snakemake/locks") -> bool:
+    """Whether another Snakemake run holds this working folder's lock (its lock files exist):
+    then the raw indexes belong to that run and are not rewritten (adversarial row 17)."""
+    folder = Path(locks_dir)
+    held = folder.is_dir() and any(folder.glob("*.lock"))
+    if held:
+        log.warning("another Snakemake run holds the lock (%s): raw indexes are not refreshed", folder)
+    return held
 
 
 def refresh_indexes(pairs, stat_root) -> list[str]:
