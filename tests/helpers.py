@@ -98,9 +98,11 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(cwd, *args, timeout: int = 1500):
-    """``python -m snakemake --cores 2 ARGS`` in ``cwd`` (stdout and stderr captured)."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+def run_snakemake(cwd, *args, timeout: int = 1500, launcher: Path | None = None):
+    """``python -m snakemake --cores 2 ARGS`` in ``cwd`` (stdout and stderr captured);
+    ``launcher``: a script run instead of ``-m snakemake`` (same arguments)."""
+    start = [str(launcher)] if launcher else ["-m", "snakemake"]
+    cmd = [sys.executable, *start, "--cores", "2", *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
