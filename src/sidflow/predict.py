@@ -124,10 +124,10 @@ def load_predictor(
 def _rine_predictor(folder: Path, device: str, backbone: str | Path | None) -> Predictor:
     """RINE on raw images: the training preprocessing, the backbone's block tokens under the
     run's test-time crop, the head's p_fake (the backbone's content hash is checked)."""
-    from sidflow.cache.clip_features import test_crops
+    from sidflow.cache.clip_features import clip_tokens, test_crops
     from sidflow.data.images import decode_jpeg_array
     from sidflow.io import hash_tree, read_json
-    from sidflow.models.clip import block_cls_tokens, clip_pixels, load_clip
+    from sidflow.models.clip import load_clip
     from sidflow.train.rine import load_rine, predict_rine
 
     card = read_json(folder / "card.json")
@@ -150,11 +150,11 @@ def _rine_predictor(folder: Path, device: str, backbone: str | Path | None) -> P
 
     def score(jpegs: list[bytes]) -> np.ndarray:
         crops = [test_crops(decode_jpeg_array(j), crop, cfg.image_size) for j in jpegs]
-        x = clip_pixels(np.concatenate(crops), cfg.image_size).to(device)
-        toks = block_cls_tokens(clip, x).cpu().numpy()
-        toks = toks.reshape(len(jpegs), *toks.shape[1:]) if len(crops[0]) == 1 else toks.reshape(
-            len(jpegs), len(crops[0]), *toks.shape[1:])  # fmt: skip
-        return predict_rine(head, toks.astype(np.float32), device)
+        toks = clip_tokens(clip, cfg.image_size, device, np.concatenate(crops), batch_size=64)
+        toks = toks.reshape(
+            len(jpegs), len(crops[0]), *toks.shape[1:]
+        )  # images x crops x blocks x dim
+        return predict_rine(head, toks[:, 0] if len(crops[0]) == 1 else toks, device)
 
     return Predictor(name=str(folder), score=score, threshold=float(card["threshold"]),
                      size=int(pre.get("image_size", 32)), quality=int(pre.get("jpeg_quality", 90)),
