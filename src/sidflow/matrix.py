@@ -34,6 +34,7 @@ import yaml
 
 from sidflow.config import ConfigError, Plan, load_config, load_sheet
 from sidflow.io import atomic_path, write_parquet
+from sidflow.tables import MEAN, POOLED
 
 log = logging.getLogger(__name__)
 MODES = ("cross", "logo")
@@ -97,7 +98,7 @@ def collect_matrix(cells: dict[str, list[str]], results: str | Path = "results")
         if not path.exists():
             raise FileNotFoundError(f"{path}: cell {name!r} has not been run")
         m = pd.read_parquet(path)
-        m = m[(m["perturbation"] == "none") & ~m["generator"].isin(["all", "mean"]) & ~m["is_real"]]
+        m = m[(m["perturbation"] == "none") & ~m["generator"].isin([POOLED, MEAN]) & ~m["is_real"]]
         frames.append(
             m.assign(cell=name, train=" + ".join(t for t in train if not t.endswith("/real")))
         )

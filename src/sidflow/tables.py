@@ -59,6 +59,8 @@ SCORES_SCHEMA = pa.schema(
         ("verdict", pa.string()),
     ]
 )
+# dataset and generator of the metrics tables' pooled and mean-over-generators rows
+POOLED, MEAN = "all", "mean"
 VERDICTS = ("real", "fake", "other")  # a hard verdict column's values (null: threshold p_fake)
 
 

@@ -17,15 +17,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from sidflow.tables import MEAN, POOLED
 from sidflow.thresholds import calibrate_threshold
 
 METRICS = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
            "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "tp", "fp", "tn", "fn",
            "accuracy_ci_low", "accuracy_ci_high", "ap_ci_low", "ap_ci_high", "other"]  # fmt: skip
-POOLED, MEAN = (
-    "all",
-    "mean",
-)  # dataset and generator of the pooled and the mean-over-generators rows
 # metrics the mean row averages (counts and intervals of a mean over generators are not defined)
 MEAN_OF = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
            "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "object_accuracy"]  # fmt: skip
@@ -166,11 +163,12 @@ def evaluate_scores(
         for (dataset, generator), g in test.groupby(["dataset", "generator"], sort=True):
             key = f"{dataset}/{generator}"
             if g["label"].iloc[0] == 1:
-                reals = test[(test["dataset"] == dataset) & (test["label"] == 0)]
-                if key in real_pairs:
+                if key in real_pairs:  # its own real set only
                     reals = test[(test["key"] == real_pairs[key]) & (test["label"] == 0)]
-                elif reals.empty:
-                    reals = test[test["label"] == 0]
+                else:
+                    reals = test[(test["dataset"] == dataset) & (test["label"] == 0)]
+                    if reals.empty:
+                        reals = test[test["label"] == 0]
                 part = pd.concat([reals, g])
             else:
                 part = g

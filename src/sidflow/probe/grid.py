@@ -22,6 +22,7 @@ from sidflow.evaluate.metrics import evaluate_scores
 from sidflow.io import read_json, write_json, write_parquet
 from sidflow.probe.classifiers import make_model, save_model
 from sidflow.probe.features import load_features
+from sidflow.tables import MEAN, POOLED
 from sidflow.train.common import balanced_subset
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def fit_cell(
     model_sha = save_model(model, out_dir / "model.skops")
     write_parquet(out_dir / "scores.parquet", scores)
     write_parquet(out_dir / "metrics.parquet", metrics)
-    pooled = metrics[(metrics["generator"] == "all") & (metrics["perturbation"] == "none")].iloc[0]
+    pooled = metrics[(metrics["generator"] == POOLED) & (metrics["perturbation"] == "none")].iloc[0]
     card = {
         "backbone": backbone, "reduction": reduction, "classifier": classifier, "transform": transform,
         "val_ap": float(average_precision_score(val["label"], val["p_fake"])),
@@ -110,11 +111,11 @@ def rank_cells(
         card = read_json(Path(d) / "cell.json")
         m = pd.read_parquet(Path(d) / "metrics.parquet")
         for r in m.itertuples():
-            if r.generator == "mean" and r.perturbation == "none":
+            if r.generator == MEAN and r.perturbation == "none":
                 card["test_ap_mean"] = r.ap  # unweighted mean over the fake generators
-            elif r.generator != "all" and r.perturbation == "none":
+            elif r.generator != POOLED and r.perturbation == "none":
                 card[f"ap[{r.dataset}/{r.generator}]"] = r.ap
-            if r.generator == "all" and r.perturbation != "none":
+            if r.generator == POOLED and r.perturbation != "none":
                 card[f"ap[{r.perturbation}]"] = r.ap
         cards.append(card)
         metrics.append(m)

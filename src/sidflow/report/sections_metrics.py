@@ -14,6 +14,7 @@ import pandas as pd
 
 from sidflow.report.context import ReportData
 from sidflow.report.format import ci, num, table
+from sidflow.tables import MEAN, POOLED
 
 # (metric column, heading) of the per-generator tables, in page order
 PER_GENERATOR = [("ap", "Average precision"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy at the validation threshold"),
@@ -38,8 +39,8 @@ def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
         + m["generator"]
         + m["in_distribution"].map({True: " (train)", False: ""})
     )
-    label[m["dataset"] == "mean"] = "mean over generators"
-    label[m["dataset"] == "all"] = "pooled (all test images)"
+    label[m["dataset"] == MEAN] = "mean over generators"
+    label[m["dataset"] == POOLED] = "pooled (all test images)"
     m["generator "] = label
     wide = m.pivot_table(
         index="generator ", columns="detector", values=metric, aggfunc="first", sort=False
@@ -128,7 +129,7 @@ def per_generator_confusions(r: ReportData) -> str:
     from sidflow.report.plots import confusion_svg
 
     m = r.metrics[(r.metrics["perturbation"] == "none") & ~r.metrics["is_real"].astype(bool)]
-    m = m[~m["generator"].isin(["all", "mean"])]
+    m = m[~m["generator"].isin([POOLED, MEAN])]
     out = []
     for detector, rows in m.groupby("detector", sort=False):
         figs = []
