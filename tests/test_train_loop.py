@@ -175,3 +175,44 @@ def test_one_balanced_sampler_depends_only_on_seed_and_epoch():
     assert set(s) <= set(idx) and np.array_equal(balanced_subset(idx, labels, 0, 0), idx)
     with pytest.raises(ValueError, match="both classes"):
         balanced_resample(np.ones(6, int), 0)
+
+
+def test_progress_lines_report_step_speed_loss_and_eta(monkeypatch, caplog):
+    import logging
+
+    from sidflow.train import progress as progress_mod
+
+    now = [100.0]
+    monkeypatch.setattr(progress_mod, "_clock", lambda: now[0])
+    p = progress_mod.Progress("student epoch 1", total_steps=4, every_s=30.0, bar=False)
+    with caplog.at_level(logging.INFO, logger="sidflow.train.progress"):
+        now[0] = 110.0
+        p.update(images=64, loss=torch.tensor(0.5))  # 10 s: no line yet
+        assert not caplog.records
+        now[0] = 130.0
+        p.update(images=64, loss=torch.tensor(0.25))  # 30 s after the start: one line
+    assert [r.getMessage() for r in caplog.records] == [
+        "student epoch 1: step 2/4, 4.3 img/s, loss 0.2500, ETA 00:00:30"
+    ]
+    assert p.line(160.0) == "student epoch 1: step 2/4, 2.1 img/s, loss 0.2500, ETA 00:01:00"
+
+
+def test_train_one_epoch_sums_weighted_terms_and_feeds_progress():
+    from sidflow.train.progress import Progress
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: every step sees the same weights
+    x = torch.randn(10, 3)
+    batches = [((x[:4],), 4), ((x[4:],), 6)]
+
+    def step(batch):
+        return {"loss": net(batch[0]).pow(2).mean()}
+
+    p = Progress("t", total_steps=2, every_s=1e9, bar=False)
+    sums, total = train_one_epoch(net, step, batches, opt, progress=p, images=lambda b: len(b[0]))
+    with torch.no_grad():
+        want = float(net(x[:4]).pow(2).mean()) * 4 + float(net(x[4:]).pow(2).mean()) * 6
+    assert total == 10 and sums["loss"] == pytest.approx(want, rel=1e-12)
+    assert (p.step, p.images) == (2, 10)
+    assert float(p._loss) == pytest.approx(float(net(x[4:]).pow(2).mean()))  # the last step's

@@ -42,6 +42,7 @@ from sidflow.train.distill_loss import (  # noqa: F401  (re-exported)
 )
 from sidflow.train.distributed import init_distributed, shutdown, world
 from sidflow.train.loop import Checkpoint, LoopState, card_fields, fingerprint, fit, train_one_epoch
+from sidflow.train.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +217,10 @@ class _StudentTrainee:
         torch.manual_seed(self.cfg.seed * 1000 + epoch)
         order = balanced_epoch(self.data.train["label"], self.cfg.seed, epoch)
         self.t0 = time.time()
+        steps = -(-len(order) // self.cfg.batch_size)
+        progress = Progress(f"student epoch {epoch + 1}", steps) if self.rank == 0 else None
         sums, self.n = train_one_epoch(self.net, self._step, self._batches(order), self.opt,
-                                       self.sched, LOSS_KEYS)  # fmt: skip
+                                       self.sched, LOSS_KEYS, progress)  # fmt: skip
         return {k: v / max(self.n, 1) for k, v in sums.items()}
 
     def predict_val(self) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ import torch
 
 from sidflow.thresholds import calibrate_threshold
 from sidflow.train.checkpoint import load_checkpoint, save_checkpoint
+from sidflow.train.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +112,19 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler=None,
     keys: Sequence[str] = ("loss",),
+    progress: Progress | None = None,
+    images: Callable[[Any], int] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``batches`` ((batch, weight) pairs) with ``module`` in training mode.
 
     ``step(batch)`` returns the loss terms; ``terms["loss"]`` is minimised (then the scheduler,
     if any, steps). Returns the sums over batches of ``float(term) * weight`` for ``keys``,
-    and the sum of the weights."""
+    and the sum of the weights. The sums stay on the device (float64) until the end, so no
+    step waits for the host; ``progress`` gets each step's images (``images(batch)``, default
+    the weight) and loss, and writes a line every ~30 s (:mod:`sidflow.train.progress`)."""
     module.train()
-    sums, total = dict.fromkeys(keys, 0.0), 0
+    sums: dict[str, Any] = dict.fromkeys(keys, 0.0)
+    total = 0
     for batch, weight in batches:
         terms = step(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -127,9 +133,13 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         for k in sums:
-            sums[k] += float(terms[k].detach()) * weight
+            sums[k] = sums[k] + terms[k].detach().double() * weight
         total += weight
-    return sums, total
+        if progress is not None:
+            progress.update(images(batch) if images else weight, terms["loss"].detach())
+    if progress is not None:
+        progress.close()
+    return {k: float(v) for k, v in sums.items()}, total
 
 
 def validate(

@@ -38,6 +38,7 @@ from sidflow.train.loop import (
     train_one_epoch,
     validate,
 )
+from sidflow.train.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,10 @@ class _RineTrainee:
             pick = np.full(len(order), epoch)  # online: the epoch's own draw for every image
         batches = (((order[lo : lo + cfg.batch_size], pick[lo : lo + cfg.batch_size]), 1)
                    for lo in range(0, len(order), cfg.batch_size))  # fmt: skip
+        progress = Progress(f"rine epoch {epoch + 1}", -(-len(order) // cfg.batch_size))
         sums, n_batches = train_one_epoch(self.model, self._step, batches, self.opt,
-                                          keys=("loss", "bce_loss", "contrastive_loss"))  # fmt: skip
+                                          keys=("loss", "bce_loss", "contrastive_loss"),
+                                          progress=progress, images=lambda b: len(b[0]))  # fmt: skip
         return {"lr": lr, "loss": sums["loss"] / n_batches, "bce_per_image": sums["bce_loss"] / len(order),
                 "contrastive_loss": sums["contrastive_loss"] / n_batches}  # fmt: skip
 

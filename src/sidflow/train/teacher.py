@@ -33,6 +33,7 @@ from sidflow.devices import (
 from sidflow.io import atomic_dir, hash_tree, write_json
 from sidflow.models.teachers import CaptionTeacher, TeacherConfig, create_teacher
 from sidflow.train.common import balanced_resample
+from sidflow.train.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,21 @@ class _EpochEval(TrainerCallback):
         self.name, self.teacher, self.val_ds = name, teacher, val_ds
         self.history: list[dict] = []
         self.t0 = time.time()
+        self.progress: Progress | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        per_epoch = state.max_steps // max(int(args.num_train_epochs), 1)
+        self.progress = Progress(f"teacher {self.name} epoch {round(state.epoch) + 1}", per_epoch)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:  # images of one optimiser step (the loss is logged per epoch)
+            self.progress.update(
+                args.per_device_train_batch_size * args.gradient_accumulation_steps
+            )
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.close()
         dev = next(self.teacher.model.parameters()).device
         metrics = evaluate_teacher(self.teacher, self.val_ds, dev)
         losses = [h["loss"] for h in state.log_history if "loss" in h]
