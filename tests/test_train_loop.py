@@ -216,3 +216,36 @@ def test_train_one_epoch_sums_weighted_terms_and_feeds_progress():
     assert total == 10 and sums["loss"] == pytest.approx(want, rel=1e-12)
     assert (p.step, p.images) == (2, 10)
     assert float(p._loss) == pytest.approx(float(net(x[4:]).pow(2).mean()))  # the last step's
+
+
+def test_elastic_threads_grow_into_idle_cores_and_give_them_back(monkeypatch):
+    from sidflow import devices
+
+    clock = {"busy": 0.0, "total": 0.0, "own": 0.0}
+    monkeypatch.setattr(devices, "_cpu_times", lambda: (clock["busy"], clock["total"]))
+    monkeypatch.setattr(devices.os, "times", lambda: (clock["own"], 0.0, 0, 0, 0))
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    monkeypatch.setattr(devices.os, "sysconf", lambda name: 100)
+    before = torch.get_num_threads()
+    try:
+        devices.set_threads(1, max_threads=64)
+        elastic = devices._ELASTIC
+        elastic.cores = 4
+        # first call: no interval yet, the load average (0.3 busy cores) -> 4 - 0.3 free -> 4
+        assert devices.adjust_threads() == 4 == torch.get_num_threads()
+        # 10 s on 4 cores = 4000 jiffies; the machine was busy 3000 of them, 2000 of which were
+        # this process (20 s of CPU) -> others kept 1 core busy -> 3 threads
+        clock.update(busy=3000.0, total=4000.0, own=20.0)
+        assert devices.adjust_threads() == 3
+        # others now keep all 4 cores busy: back to the job's own thread, never below it
+        clock.update(busy=7000.0, total=8000.0, own=20.0)
+        assert devices.adjust_threads() == 1 == torch.get_num_threads()
+        # max_threads caps the growth
+        devices.set_threads(1, max_threads=2)
+        devices._ELASTIC.cores = 4
+        assert devices.adjust_threads() == 2
+        # fixed threads (no max_threads): adjust leaves the count alone
+        devices.set_threads(1)
+        assert devices._ELASTIC is None and devices.adjust_threads() == 1
+    finally:
+        devices.set_threads(before)

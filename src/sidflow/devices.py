@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import torch
 
@@ -69,9 +70,80 @@ def autocast_to(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def set_threads(threads: int | None) -> None:
+def set_threads(threads: int | None, max_threads: int | None = None) -> None:
+    """Use ``threads`` intra-op threads (the job's Snakemake threads). With ``max_threads``
+    above ``threads`` the count is elastic: :func:`adjust_threads` (called at every training
+    epoch) grows it into the cores nobody else is using, up to ``max_threads``."""
+    global _ELASTIC
     if threads:
         torch.set_num_threads(int(threads))
+    _ELASTIC = ElasticThreads(int(threads), int(max_threads)) if threads and max_threads and int(max_threads) > int(threads) else None  # fmt: skip
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine from /proc/stat (Linux)."""
+    with open("/proc/stat") as f:
+        fields = [float(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class ElasticThreads:
+    """The job's threads plus the cores other processes leave idle, re-read on each call.
+
+    On 2 cores a 2-thread training job waits until both cores are free at once, which starves
+    the critical path behind the many one-thread jobs; so long jobs ask the scheduler for
+    ``base`` threads and grow here, between epochs, into whatever the machine does not use.
+    Other processes' load = the machine's busy cores (``/proc/stat``) minus this process's own
+    CPU time over the same interval; the first call, with no interval yet, reads the 1-minute
+    load average instead. Thread counts change the order CPU kernels sum in, so runs that must
+    be bit-for-bit reproducible keep a fixed count (no ``max_threads``)."""
+
+    def __init__(self, base: int, most: int):
+        self.base, self.most = max(1, base), max(1, base, most)
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # fmt: skip
+        self._last: tuple[float, float, float] | None = None
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            busy, total = _cpu_times()
+        except (OSError, ValueError, IndexError):
+            return None
+        own = sum(os.times()[:2])  # user + system seconds of this process (all its threads)
+        return busy, total, own
+
+    def others_busy(self) -> float:
+        """Cores other processes kept busy since the previous call."""
+        now, last = self._sample(), self._last
+        self._last = now
+        if now is None or last is None or now[1] <= last[1]:
+            return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        span = now[1] - last[1]  # jiffies summed over all cores
+        busy_cores = (now[0] - last[0]) / span * self.cores
+        own_cores = (now[2] - last[2]) * tick / span * self.cores
+        return max(0.0, busy_cores - own_cores)
+
+    def threads(self) -> int:
+        free = self.cores - self.others_busy()
+        return int(min(self.most, self.cores, max(self.base, round(free))))
+
+    def adjust(self) -> int:
+        n = self.threads()
+        if n != torch.get_num_threads():
+            log.info(
+                "elastic threads: %d -> %d (of %d cores)", torch.get_num_threads(), n, self.cores
+            )
+            torch.set_num_threads(n)
+        return n
+
+
+_ELASTIC: ElasticThreads | None = None
+
+
+def adjust_threads() -> int:
+    """Re-read the idle cores and set the thread count (elastic jobs only); the count in use."""
+    return _ELASTIC.adjust() if _ELASTIC is not None else torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:

@@ -7,7 +7,7 @@ from sidflow.io import setup_logging
 from sidflow.train.rine import train_rine
 
 setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
+set_threads(snakemake.threads, getattr(snakemake.resources, "max_threads", 0))
 train_rine(
     manifests=list(snakemake.input.manifests),
     train_features={v: list(p) for v, p in snakemake.params.train_features.items()},

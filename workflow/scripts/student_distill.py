@@ -9,7 +9,7 @@ from sidflow.io import setup_logging
 from sidflow.train.launch import launch_student_training
 
 setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
+set_threads(snakemake.threads, getattr(snakemake.resources, "max_threads", 0))
 launch_student_training(
     {
         "student": dict(

@@ -6,7 +6,7 @@ from sidflow.models.teachers import teacher_config_from_settings
 from sidflow.train.teacher import FinetuneConfig, finetune_teacher
 
 setup_logging(snakemake.log[0])
-set_threads(snakemake.threads)
+set_threads(snakemake.threads, getattr(snakemake.resources, "max_threads", 0))
 settings = dict(snakemake.params.settings)
 finetune_teacher(
     name=settings["arch"],

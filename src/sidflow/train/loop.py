@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from sidflow.devices import adjust_threads
 from sidflow.thresholds import calibrate_threshold
 from sidflow.train.checkpoint import load_checkpoint, save_checkpoint
 from sidflow.train.progress import Progress
@@ -122,6 +123,7 @@ def train_one_epoch(
     and the sum of the weights. The sums stay on the device (float64) until the end, so no
     step waits for the host; ``progress`` gets each step's images (``images(batch)``, default
     the weight) and loss, and writes a line every ~30 s (:mod:`sidflow.train.progress`)."""
+    adjust_threads()  # elastic jobs grow into idle cores (sidflow.devices.ElasticThreads)
     module.train()
     sums: dict[str, Any] = dict.fromkeys(keys, 0.0)
     total = 0

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 
 from sidflow.data.loading import JpegDataset, load_images
 from sidflow.devices import (
+    adjust_threads,
     parameter_counts,
     peak_memory_mb,
     reset_peak_memory,
@@ -107,6 +108,7 @@ class _EpochEval(TrainerCallback):
         self.progress: Progress | None = None
 
     def on_epoch_begin(self, args, state, control, **kwargs):
+        adjust_threads()
         per_epoch = state.max_steps // max(int(args.num_train_epochs), 1)
         self.progress = Progress(f"teacher {self.name} epoch {round(state.epoch) + 1}", per_epoch)
 
