@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the integration tests use: chromium (the report's browser test) and a
+# Debian packages the integration tests use: chromium + chromium-driver (the browser tests,
+# driven by selenium) and a
 # single-node SLURM (slurm-wlm = slurmctld + slurmd + client, munge) for tests/test_slurm.py.
 # Installs what is missing; without apt-get (or root) it says so and those tests skip
 # (under CI=true they fail instead). Part of the README's test command.
 set -uo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 { command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null; } || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 [ ${#need[@]} -eq 0 ] && exit 0

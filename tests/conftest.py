@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CIFAKE_ZIP, REPO, copy_workflow, run_snakemake, separable_images
+from helpers import AIGEN_ZIP, CIFAKE_ZIP, REPO, copy_workflow, run_snakemake, separable_images
 
 TIERS = ("unit", "workflow", "cluster", "dvc", "browser", "data")
 # Long tests first: a failure in the expensive tiers shows early. With pytest-xdist on a bigger
@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
     """Tests using ../shared are ``data``; every test without a tier marker is ``unit``;
     the long modules run first (a stable sort: order inside a module is kept)."""
     for item in items:
-        if "cifake_zip" in getattr(item, "fixturenames", ()):
+        if {"cifake_zip", "aigen_zip"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.data)
         if not any(item.get_closest_marker(t) for t in TIERS):
             item.add_marker(pytest.mark.unit)
@@ -69,6 +69,13 @@ def cifake_zip() -> Path:
     if not CIFAKE_ZIP.exists():
         pytest.skip("../shared/datasets/cifake is absent (outside this workplace)")
     return CIFAKE_ZIP
+
+
+@pytest.fixture
+def aigen_zip() -> Path:
+    if not AIGEN_ZIP.exists():
+        pytest.skip("../shared/datasets/aigen-vqa is absent (outside this workplace)")
+    return AIGEN_ZIP
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +121,31 @@ def tiny_teacher(tiny_data, tmp_path_factory) -> dict:
     card = finetune_teacher("vitgpt2", cfg, FinetuneConfig(epochs=2, batch_size=16, lr=2e-3),
                             tiny_data["manifests"], tiny_data["processed"], out)  # fmt: skip
     return {"teacher": out, "card": card}
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tiny_data, tmp_path_factory) -> Path:
+    """A no-KD student trained 1 epoch on :func:`tiny_data` once per session (read-only)."""
+    from sidflow.models.student import StudentConfig
+    from sidflow.train.distill import DistillConfig, train_student
+
+    out = tmp_path_factory.mktemp("tiny-student") / "student"
+    train_student(StudentConfig(image_size=32), DistillConfig(alpha=0.0, epochs=1, batch_size=16, seed=3),
+                  tiny_data["manifests"], tiny_data["processed"], {}, out,
+                  preprocess={"image_size": 32, "jpeg_quality": 95})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_explainer(tmp_path_factory) -> Path:
+    """An untrained tiny explainer saved once per session (read-only): its folder."""
+    from sidflow.models.explainer import Explainer, ExplainerConfig
+
+    out = tmp_path_factory.mktemp("tiny-explainer") / "explainer"
+    Explainer.build(
+        ExplainerConfig(vision_layers=1, text_layers=1), ["Real. A photo.", "Fake."]
+    ).save(out)
+    return out
 
 
 @pytest.fixture(scope="session")

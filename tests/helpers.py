@@ -20,6 +20,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CIFAKE_ZIP = SHARED / "datasets" / "cifake" / "cifake-train-90k.zip"
+AIGEN_ZIP = SHARED / "datasets" / "aigen-vqa" / "aigen-vqa.zip"
 CONFIGS = Path(__file__).resolve().parent / "configs"
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "config", "profiles")
 
@@ -95,6 +96,8 @@ def copy_workflow(dest: Path) -> Path:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     shutil.copy(CONFIGS / "small.yaml", dest / "small.yaml")
+    if AIGEN_ZIP.exists():  # small.yaml's explainer.vqa.archive (absent: the VQA step is skipped)
+        (dest / "aigen-vqa.zip").symlink_to(AIGEN_ZIP)
     return dest
 
 

@@ -6,6 +6,9 @@
     sidflow train-student --spec spec.json   # also: torchrun ... -m sidflow.cli train-student
     sidflow export --model results/demo/models/student-kd --format onnx torchscript
     sidflow matrix --mode cross --configfile experiments/lsun-cross.yaml   # one experiment per cell
+    sidflow explain --model results/demo/models/explainer --detector results/demo/models/student-kd \
+        photo.jpg --output why.jsonl --html why.html
+    sidflow serve --model results/demo/models/explainer --detector results/demo/models/student-kd
 
 The pipeline itself runs with ``snakemake --profile profiles/local``.
 """
@@ -105,6 +108,57 @@ def cmd_matrix(args) -> int:
     return run_matrix(args.mode, args.configfile or [], args.profile, args.dry_run)
 
 
+def cmd_explain(args) -> int:
+    import json
+
+    from sidflow.devices import select_device
+    from sidflow.explain import ExplainSession, explain_paths, json_row, page_html
+    from sidflow.io import atomic_path
+    from sidflow.predict import check_inputs
+
+    items = check_inputs(args.paths)
+    session = ExplainSession(args.model, args.detector or [], str(select_device(args.device)),
+                             args.backbone, args.max_new_tokens)  # fmt: skip
+    results = list(explain_paths(session, items))
+    lines = "".join(json.dumps(json_row(r)) + "\n" for r in results)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            Path(tmp).write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    if args.html:
+        with atomic_path(args.html, suffix=".html") as tmp:
+            Path(tmp).write_text(page_html(results))
+    counts = {v: sum(r["verdict"] == v for r in results) for v in ("fake", "real", "quarantined")}
+    print(f"# {len(results)} files: {counts['fake']} fake, {counts['real']} real, "
+          f"{counts['quarantined']} quarantined (the explainer's verdicts)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from sidflow.devices import select_device
+    from sidflow.explain import ExplainSession
+    from sidflow.serve import serve
+
+    session = ExplainSession(args.model, args.detector or [], str(select_device(args.device)),
+                             args.backbone, args.max_new_tokens)  # fmt: skip
+    print(f"sidflow serve: http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    serve(session, args.host, args.port, args.max_upload_mb)
+    return 0
+
+
+def _explainer_args(p) -> None:
+    p.add_argument(
+        "--model", required=True, help="an explainer folder, e.g. results/demo/models/explainer"
+    )
+    p.add_argument(
+        "--detector", action="append", help="a student or RINE folder to run beside it (repeatable)"
+    )
+    p.add_argument("--backbone", default=None, help="RINE detectors: their CLIP backbone folder")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="length of the explanation")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -167,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="write the cell overlays and dry-run each cell"
     )
     m.set_defaults(func=cmd_matrix)
+    x = sub.add_parser("explain", help="the explainer's verdict and reason per image (+ detectors)")
+    x.add_argument("paths", nargs="+", help="files, folders (recursive) or glob patterns")
+    _explainer_args(x)
+    x.add_argument("--output", help="JSON lines file (default: stdout)")
+    x.add_argument("--html", help="also write a self-contained HTML page")
+    x.set_defaults(func=cmd_explain)
+    sv = sub.add_parser("serve", help="a local web page: upload an image, see verdicts and why")
+    _explainer_args(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("--max-upload-mb", type=float, default=20.0, help="larger uploads are refused")
+    sv.set_defaults(func=cmd_serve)
     return parser
 
 

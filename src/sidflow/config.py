@@ -31,6 +31,7 @@ RAW_DIR = Path("data/raw")  # the download step's output: data/raw/<dataset>/<ge
 AUDIT_DETECTOR = "audit-metadata"  # the shortcut audit's scores, beside the real detectors
 TEACHER_DETECTOR = "teacher-{teacher}"  # a teacher scored from its cache
 CAPTION_DETECTOR = "teacher-{teacher}-caption"  # the same teacher judged by its generated caption
+EXPLAINER_DETECTOR = "explainer"  # the vision-language explainer scored as a detector
 PROBE_DETECTOR = "probe:{backbone}/{reduction}/{classifier}/{transform}"  # a probe-grid cell
 
 
@@ -283,6 +284,8 @@ def defined_detectors(cfg: dict) -> list[tuple[str, str, str]]:
     out += [(s, "student", s) for s in exp.get("students") or {}]
     out += [(r, "rine", r) for r in exp.get("rine") or {}]
     out.append((AUDIT_DETECTOR, "audit", "shortcut_audit"))
+    if cfg.get("explainer", {}).get("enabled"):
+        out.append((EXPLAINER_DETECTOR, "explainer", "explainer"))
     for b, r, c, t in probe_cells(cfg):
         name = PROBE_DETECTOR.format(backbone=b, reduction=r, classifier=c, transform=t)
         out.append((name, "probe", f"{b}/{r}/{c}/{t}"))
@@ -370,6 +373,11 @@ class Plan:
         k = self.cfg.get("rine", {}).get("augment", {}).get("views", 2)
         return [f"aug{i}" for i in range(1, k + 1)] or ["none"]
 
+    def explainer_scored(self) -> bool:
+        """Whether the explainer is trained and scored as a detector in this run."""
+        ex = self.cfg.get("explainer", {})
+        return bool(ex.get("enabled") and ex.get("score", True))
+
     # -- detectors and their kinds -----------------------------------------------------------
     def teacher_detector(self, teacher: str) -> str:
         """The detector name of ``teacher``'s scores (``teacher-<name>``)."""
@@ -392,6 +400,8 @@ class Plan:
                 kinds.append((self.caption_detector(t), "teacher-caption"))
         kinds += [(s, "student") for s in self.students()]
         kinds += [(r, "rine") for r in self.rines()]
+        if self.explainer_scored():
+            kinds.append((EXPLAINER_DETECTOR, "explainer"))
         if self.experiment.get("shortcut_audit", True):
             kinds.append((AUDIT_DETECTOR, "audit"))
         return {name: DETECTOR_KINDS.get(kind) for name, kind in kinds}

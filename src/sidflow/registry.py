@@ -17,8 +17,8 @@ a plug-in registers a new name the same way. An unknown name raises
     model = STUDENTS.create("resnet18", cfg)
     STUDENTS.names()          # ['resnet18']
 
-Registries: ``TEACHERS``, ``STUDENTS``, ``PROBE_BACKBONES``, ``PROBE_CLASSIFIERS``,
-``DETECTOR_KINDS``.
+Registries: ``TEACHERS``, ``EXPLAINERS``, ``STUDENTS``, ``PROBE_BACKBONES``,
+``PROBE_CLASSIFIERS``, ``DETECTOR_KINDS``.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class Registry:
 TEACHERS = Registry(
     "teacher", {"vitgpt2": "sidflow.models.vitgpt2", "blip2": "sidflow.models.blip2"}
 )
+EXPLAINERS = Registry("explainer", {"llava": "sidflow.models.explainer:Explainer"})
 STUDENTS = Registry("student architecture", {"resnet18": "sidflow.models.student:ResNetStudent"})
 _BACKBONE_NAMES = ("efficientnet-lite0", "clip", "dino-vit", "dino-resnet50", "teacher", "student")
 PROBE_BACKBONES = Registry(
@@ -134,6 +135,9 @@ for _kind in (
                  "the likelihood score, for AP/AUC)", "card.json"),
     DetectorKind("student", "images",   True,  "distilled (or no-KD) student network", "student.json"),
     DetectorKind("rine",    "images",   True,  "RINE head over cached CLIP block tokens", "card.json"),
+    DetectorKind("explainer", "images", True,
+                 "vision-language explainer: p(Fake) vs p(Real) as its answer to the true/false question",
+                 "card.json"),
     DetectorKind("probe",   "features", True,  "frozen backbone + classical classifier cell", "cell.json"),
     DetectorKind("audit",   "metadata", True,  "shortcut audit: raw-file metadata classifier", ranked=False),
 ):

@@ -206,6 +206,31 @@ def rine_weights(wildcards):
     return [path] if path else []
 
 
+# -- explainer ------------------------------------------------------------
+EXPLAINER = config["explainer"]
+
+
+def vqa_archive():
+    """The configured VQA archive if it is on disk, else None (the VQA step is skipped)."""
+    path = EXPLAINER["vqa"].get("archive")
+    return path if EXPLAINER["enabled"] and path and Path(path).is_file() else None
+
+
+def explainer_vqa_dir():
+    """The unpacked VQA data the explainer trains on (shipped conversations), if any."""
+    if vqa_archive() and "shipped" in EXPLAINER["conversations"]:
+        return ["data/vqa/aigen-vqa"]
+    return []
+
+
+def explain_gallery_gradcam(wildcards):
+    """The Grad-CAM gallery of the first student, whose images the explainer explains."""
+    students = PLAN.detectors_of("student")
+    if not (config["gradcam"]["enabled"] and students):
+        return []
+    return [f"results/{wildcards.experiment}/gradcam/{students[0]}"]
+
+
 # -- evaluate / report ----------------------------------------------------
 def scored_keys():
     return list(dict.fromkeys(PLAN.train_keys() + PLAN.test_keys()))
@@ -321,6 +346,11 @@ def report_inputs(wildcards):
     }
     if config["experiment"]["shortcut_audit"]:
         inputs["audit"] = f"{exp}/audit/shortcut.json"
+    if EXPLAINER["enabled"]:
+        inputs["explainer"] = f"{exp}/models/explainer"
+        inputs["explanations"] = f"{exp}/explainer/gallery.json"
+        if vqa_archive():
+            inputs["vqa_errors"] = f"{exp}/explainer/vqa-errors.parquet"
     if PROBE["enabled"]:
         inputs["probe_ranking"] = f"{exp}/probe/ranking.csv"
         inputs["probe_cross"] = f"{exp}/probe/cross.csv"

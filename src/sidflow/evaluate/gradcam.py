@@ -66,6 +66,24 @@ def _side_by_side(rgb: np.ndarray, cam: np.ndarray, size: int) -> bytes:
     return buf.getvalue()
 
 
+def cam_pictures(model: torch.nn.Module, meta: dict, jpegs: list[bytes], preds: list[int],
+                 layer: str = "layer3", size: int = 128) -> list[bytes]:  # fmt: skip
+    """Grad-CAM of a student (``load_student``'s model and meta) for processed images: one PNG
+    per image, the input and its overlay side by side; the evidence for class ``preds[i]``."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from sidflow.models.export import LogitsOnly
+
+    model = model.float().eval()
+    cfg = meta["student"]
+    x = to_tensor(list(jpegs), cfg["image_mean"], cfg["image_std"])
+    targets = [ClassifierOutputTarget(int(p)) for p in preds]
+    with GradCAM(model=LogitsOnly(model), target_layers=[target_layer(model, layer)]) as cam:
+        maps = cam(input_tensor=x, targets=targets)
+    return [_side_by_side(decode_jpeg_array(j), m, size) for j, m in zip(jpegs, maps, strict=True)]
+
+
 def gradcam_gallery(
     model_dir: str | Path,
     manifests: list[str],
@@ -78,15 +96,9 @@ def gradcam_gallery(
     seed: int = 0,
 ) -> list[dict]:
     """Explain a fixed sample of a student's test predictions; returns the index records."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    from sidflow.models.export import LogitsOnly
     from sidflow.models.student import load_student
 
     model, meta = load_student(model_dir)
-    model = model.float().eval()
-    cfg = meta["student"]
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
     picks = pick_examples(scores, float(meta["threshold"]), per_group, seed)
     records: list[dict] = []
@@ -94,16 +106,12 @@ def gradcam_gallery(
         if len(picks):
             images = load_images(manifests, processed_dirs, ("test",))
             images = images.set_index("image_id").loc[picks["image_id"]].reset_index()
-            x = to_tensor(list(images["jpeg"]), cfg["image_mean"], cfg["image_std"])
-            targets = [ClassifierOutputTarget(int(p)) for p in picks["pred"]]
-            with GradCAM(
-                model=LogitsOnly(model), target_layers=[target_layer(model, layer)]
-            ) as cam:
-                maps = cam(input_tensor=x, targets=targets)
+            pictures = cam_pictures(
+                model, meta, list(images["jpeg"]), list(picks["pred"]), layer, size
+            )
             for i, row in enumerate(picks.to_dict("records")):
-                rgb = decode_jpeg_array(images["jpeg"].iloc[i])
                 name = f"{row['dataset']}-{row['generator']}-{'ok' if row['correct'] else 'wrong'}-{i:03d}.png"
-                (tmp / name).write_bytes(_side_by_side(rgb, maps[i], size))
+                (tmp / name).write_bytes(pictures[i])
                 records.append({"file": name, "image_id": row["image_id"], "dataset": row["dataset"],
                                 "generator": row["generator"], "label": int(row["label"]),
                                 "pred": int(row["pred"]), "p_fake": float(row["p_fake"]),

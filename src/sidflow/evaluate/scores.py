@@ -55,6 +55,27 @@ def score_student(
     )[perturbation]
 
 
+def iter_views(manifest, processed_dir, views: dict[str, tuple[str | Path, list | None]]):
+    """``(perturbation, out_path, images, pixels)`` per view ``{perturbation: (out_path,
+    chain)}`` of one generator, reading its images once: the clean view has the val + test
+    rows and ``pixels`` None (score the ``jpeg`` bytes); a chain has the test rows and their
+    perturbed HxWx3 uint8 ``pixels`` (thresholds come from clean validation data)."""
+    from sidflow.data.loading import load_images
+
+    clean = any(not chain for _, chain in views.values())
+    every = load_images([manifest], [processed_dir], SCORE_SPLITS if clean else ("test",))
+    for perturbation, (out_path, chain) in views.items():
+        if not chain:
+            yield perturbation, out_path, every, None
+            continue
+        from sidflow.data.perturb import perturbed_arrays
+
+        images = every[every["split"] == "test"].reset_index(drop=True)
+        if images.empty:
+            raise ValueError(f"{manifest}: no test images to score under {perturbation!r}")
+        yield perturbation, out_path, images, perturbed_arrays(images["jpeg"], chain)
+
+
 def score_student_views(
     model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str,
     views: dict[str, tuple[str | Path, list | None]], device: str = "auto", batch_size: int = 256,
@@ -64,7 +85,7 @@ def score_student_views(
     loading the model and the images once. Returns the rows written per view."""
     import torch
 
-    from sidflow.data.loading import ImageBank, load_images
+    from sidflow.data.loading import ImageBank
     from sidflow.devices import amp_dtype, select_device
     from sidflow.models.student import load_student, predict
 
@@ -73,25 +94,44 @@ def score_student_views(
     model.to(dev).to(memory_format=torch.channels_last)
     cfg, amp = meta["student"], amp_dtype(dev, meta["distill"].get("precision", "auto"))
     names = cfg.get("object_classes") or []
-    clean = any(not chain for _, chain in views.values())
-    # perturbed copies only need the test split: thresholds come from clean validation data
-    every = load_images([manifest], [processed_dir], SCORE_SPLITS if clean else ("test",))
     rows = {}
-    for perturbation, (out_path, chain) in views.items():
-        if chain:
-            from sidflow.data.perturb import perturbed_arrays
-
-            images = every[every["split"] == "test"].reset_index(drop=True)
-            if images.empty:
-                raise ValueError(f"{manifest}: no test images to score under {perturbation!r}")
-            pixels = perturbed_arrays(images["jpeg"], chain)
+    for perturbation, out_path, images, pixels in iter_views(manifest, processed_dir, views):
+        if pixels is not None:
             bank = ImageBank.from_arrays(pixels, cfg["image_mean"], cfg["image_std"])
         else:
-            images = every
             bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
         preds = predict(model, bank, batch_size, dev, amp)
         obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
         table = scores_table(images, preds["p_fake"], detector, perturbation, obj)
         write_parquet(out_path, table, SCORES_SCHEMA)
+        rows[perturbation] = len(images)
+    return rows
+
+
+def score_explainer_views(
+    model_dir: str | Path, manifest: str | Path, processed_dir: str | Path, detector: str,
+    views: dict[str, tuple[str | Path, list | None]], device: str = "auto", batch_size: int = 32,
+) -> dict[str, int]:  # fmt: skip
+    """The score_explainer step: the explainer as a detector on one generator's images, under
+    every view. ``p_fake`` = p("Fake") against p("Real") as the first answer token to the
+    true/false question (:meth:`sidflow.models.explainer.Explainer.fake_probability`)."""
+    import numpy as np
+    from PIL import Image
+
+    from sidflow.data.images import decode_jpeg_array
+    from sidflow.devices import select_device
+    from sidflow.models.explainer import Explainer
+
+    explainer = Explainer.load(Path(model_dir) / "model").to(select_device(device))
+    rows = {}
+    for perturbation, out_path, images, pixels in iter_views(manifest, processed_dir, views):
+        if pixels is not None:
+            pictures = [Image.fromarray(a) for a in pixels]
+        else:
+            pictures = [Image.fromarray(decode_jpeg_array(b)) for b in images["jpeg"]]
+        p = [explainer.fake_probability(pictures[i : i + batch_size])
+             for i in range(0, len(pictures), batch_size)]  # fmt: skip
+        p_fake = np.concatenate(p) if p else np.zeros(0, dtype="float32")
+        write_parquet(out_path, scores_table(images, p_fake, detector, perturbation), SCORES_SCHEMA)
         rows[perturbation] = len(images)
     return rows

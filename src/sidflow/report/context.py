@@ -21,6 +21,7 @@ class ReportData:
     points. ``processed_dirs`` / ``manifest_summaries``: ``dataset/generator`` -> the
     preprocess folder / the label step's summary JSON. ``model_cards`` and ``gradcam_dirs``:
     detector -> its model card / Grad-CAM gallery. ``probe_files``: (ranking.csv, cross.csv[, cross-best.csv]).
+    ``explainer_card`` / ``explanations`` / ``vqa_errors``: the explainer's outputs (None if absent).
     """
 
     experiment: str
@@ -36,6 +37,10 @@ class ReportData:
     processed_dirs: dict[str, str] = field(default_factory=dict)
     manifest_summaries: dict[str, str] = field(default_factory=dict)
     model_cards: dict[str, str] = field(default_factory=dict)
+    # the explainer: its card.json, gallery.json and VQA error table ("" / None when absent)
+    explainer_card: str | None = None
+    explanations: str | None = None
+    vqa_errors: str | None = None
 
     @staticmethod
     def resolve_kinds(kinds: dict[str, str | DetectorKind] | None) -> dict[str, DetectorKind]:

@@ -18,6 +18,7 @@ import pandas as pd
 from sidflow.io import atomic_path
 from sidflow.registry import DetectorKind
 from sidflow.report.context import ReportData
+from sidflow.report.explain_section import explanations_section
 from sidflow.report.probe_section import probe_section
 from sidflow.report.sections import audit_section, gradcam_section
 from sidflow.report.sections_metrics import (
@@ -70,6 +71,11 @@ def gradcam_step_section(r: ReportData) -> str:
     return gradcam_section(r.gradcam_dirs)
 
 
+def explanations_step_section(r: ReportData) -> str:
+    vqa = r.config.get("explainer", {}).get("vqa", {}).get("archive")
+    return explanations_section(r.explainer_card, r.explanations, r.vqa_errors, vqa)
+
+
 def probe_step_section(r: ReportData) -> str:
     return probe_section(*r.probe_files) if r.probe_files else ""
 
@@ -85,6 +91,7 @@ SECTIONS: list[Callable[[ReportData], str]] = [
     robustness_section,
     audit_step_section,
     gradcam_step_section,
+    explanations_step_section,
     rine_section,
     probe_step_section,
     dataset_card_section,
@@ -118,6 +125,9 @@ def build_report(
     audit_path: str | Path | None = None,
     gradcam_dirs: Mapping[str, str] | None = None,
     probe_files: tuple[str, ...] | list[str] | None = None,
+    explainer_dir: str | Path | None = None,
+    explanations_path: str | Path | None = None,
+    vqa_errors_path: str | Path | None = None,
 ) -> None:
     """Write the report of ``experiment`` to ``out_html`` (see :class:`ReportData` for the
     keyed inputs; ``detector_kinds``: detector -> kind name, from the plan)."""
@@ -135,6 +145,9 @@ def build_report(
         processed_dirs=dict(processed_dirs or {}),
         manifest_summaries=dict(manifest_summaries or {}),
         model_cards=dict(model_cards or {}),
+        explainer_card=str(Path(explainer_dir) / "card.json") if explainer_dir else None,
+        explanations=str(explanations_path) if explanations_path else None,
+        vqa_errors=str(vqa_errors_path) if vqa_errors_path else None,
     )
     page = render(data)
     with atomic_path(out_html, suffix=".html") as tmp:
