@@ -33,7 +33,16 @@ from sidflow.io import text_path
 
 log = logging.getLogger(__name__)
 
-FIELDS = ["path", "p_fake", "verdict", "threshold", "model", "reason"]
+FIELDS = [
+    "path",
+    "p_fake",
+    "verdict",
+    "threshold",
+    "model",
+    "reason",
+    "attribution",
+    "attribution_p",
+]
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json"}
 
 
@@ -83,7 +92,9 @@ def expand_paths(items: Iterable[str]) -> Iterator[Path]:
 @dataclass
 class Predictor:
     """A loaded detector (a student, or RINE over its CLIP backbone) with the preprocessing
-    and threshold it was trained with; ``score`` maps processed image bytes to p_fake."""
+    and threshold it was trained with; ``score`` maps processed image bytes to p_fake, and
+    ``attribute`` (detectors with an attribution head) to the most likely source (``real`` or
+    ``dataset/generator``) and its probability."""
 
     name: str
     score: Callable[[list[bytes]], np.ndarray]
@@ -93,6 +104,7 @@ class Predictor:
     threshold: float
     encode: str = "jpeg"  # the preprocessing encode mode the model was trained with
     max_bytes: int = DEFAULT_MAX_BYTES  # larger inputs are quarantined unread
+    attribute: Callable[[list[bytes]], tuple[list[str], np.ndarray]] | None = None
 
 
 def load_predictor(
@@ -110,12 +122,25 @@ def load_predictor(
     pre = meta.get("preprocess") or {}
     mean, std = meta["student"]["image_mean"], meta["student"]["image_std"]
 
+    last: dict = {}  # the forward of the batch being scored, reused by attribute()
+
+    def forward(jpegs: list[bytes]) -> dict:
+        if last.get("jpegs") is not jpegs:
+            with torch.no_grad():
+                last.update(jpegs=jpegs, out=model(to_tensor(jpegs, mean, std).to(device)))
+        return last["out"]
+
     def score(jpegs: list[bytes]) -> np.ndarray:
-        x = to_tensor(jpegs, mean, std).to(device)
-        with torch.no_grad():
-            return torch.softmax(model(x)["logits"].float(), 1)[:, 1].cpu().numpy()
+        return torch.softmax(forward(jpegs)["logits"].float(), 1)[:, 1].cpu().numpy()
+
+    sources = meta["student"].get("generators") or []
+
+    def attribute(jpegs: list[bytes]) -> tuple[list[str], np.ndarray]:
+        prob = torch.softmax(forward(jpegs)["generator_logits"].float(), 1).cpu().numpy()
+        return [sources[i] for i in prob.argmax(1)], prob.max(1)
 
     return Predictor(name=str(model_dir), score=score, threshold=float(meta["threshold"]),
+                     attribute=attribute if sources else None,
                      size=int(pre.get("image_size", meta["student"]["image_size"])),
                      quality=int(pre.get("jpeg_quality", 90)), max_pixels=int(pre.get("max_pixels", 64_000_000)),
                      encode=str(pre.get("encode", "jpeg")))  # fmt: skip
@@ -175,7 +200,8 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
     batch: list[tuple[Path, bytes]] = []
 
     def flush():
-        p = np.asarray(pred.score([j for _, j in batch]), dtype=float)
+        jpegs = [j for _, j in batch]  # one list: attribute() reuses score()'s forward pass
+        p = np.asarray(pred.score(jpegs), dtype=float)
         bad = ~np.isfinite(p)
         if bad.any():
             first = batch[int(np.argmax(bad))][0]
@@ -183,9 +209,15 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
                 f"model {name}: non-finite p_fake ({p[bad][0]}) for {first} and {int(bad.sum()) - 1} "
                 "more in its batch: the model's weights are broken (NaN/inf); retrain or restore them"
             )
-        for (path, _), pf in zip(batch, p, strict=True):
+        src, src_p = (
+            pred.attribute([j for _, j in batch])
+            if pred.attribute
+            else ([None] * len(batch), [None] * len(batch))
+        )
+        for (path, _), pf, a, ap in zip(batch, p, src, src_p, strict=True):
             yield {"path": text_path(path), "p_fake": round(float(pf), 6), "verdict": "fake" if pf >= threshold else "real",
-                   "threshold": threshold, "model": name, "reason": ""}  # fmt: skip
+                   "threshold": threshold, "model": name, "reason": "", "attribution": a,
+                   "attribution_p": None if ap is None else round(float(ap), 6)}  # fmt: skip
         batch.clear()
 
     for path in paths:
@@ -200,7 +232,7 @@ def predict_paths(model: str | Path | Predictor, items: Iterable[str], batch_siz
         except (BadImageError, OSError) as exc:  # a row with the reason, never a silent gap
             reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable: {exc}"
             yield {"path": text_path(path), "p_fake": None, "verdict": "quarantined", "threshold": threshold,
-                   "model": name, "reason": reason}  # fmt: skip
+                   "model": name, "reason": reason, "attribution": None, "attribution_p": None}  # fmt: skip
             continue
         batch.append((path, norm.jpeg))
         if len(batch) >= batch_size:

@@ -57,6 +57,10 @@ SCORES_SCHEMA = pa.schema(
         ("object_class", pa.string()),
         ("object_pred", pa.string()),
         ("verdict", pa.string()),
+        (
+            "generator_pred",
+            pa.string(),
+        ),  # an attribution head's answer: "real" or dataset/generator
     ]
 )
 # dataset and generator of the metrics tables' pooled and mean-over-generators rows
@@ -65,8 +69,9 @@ VERDICTS = ("real", "fake", "other")  # a hard verdict column's values (null: th
 
 
 def scores_table(
-    man: pd.DataFrame, p_fake, detector: str, perturbation: str, object_pred=None, verdict=None
-) -> pd.DataFrame:
+    man: pd.DataFrame, p_fake, detector: str, perturbation: str, object_pred=None, verdict=None,
+    generator_pred=None,
+) -> pd.DataFrame:  # fmt: skip
     """The scores table of one detector on manifest rows ``man``. ``verdict`` (optional):
     the detector's own hard decision per image (``real``/``fake``/``other``, e.g. a generated
     caption); evaluation then scores accuracy from it instead of thresholding ``p_fake``."""
@@ -84,6 +89,7 @@ def scores_table(
             "object_class": obj.astype(object).where(obj.notna(), None).to_numpy(),
             "object_pred": object_pred if object_pred is not None else [None] * len(man),
             "verdict": verdict if verdict is not None else [None] * len(man),
+            "generator_pred": generator_pred if generator_pred is not None else [None] * len(man),
         }
     )
 

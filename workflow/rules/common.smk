@@ -338,7 +338,7 @@ def report_inputs(wildcards):
     inputs = {
         "metrics": f"{exp}/metrics/metrics.parquet",
         "comparisons": f"{exp}/metrics/comparisons.csv",
-        **{c: f"{exp}/metrics/plots/{c}.csv" for c in ("roc", "pr", "calibration")},
+        **{c: f"{exp}/metrics/plots/{c}.csv" for c in ("roc", "pr", "calibration", "attribution")},
         "processed": list(report_processed_dirs(wildcards).values()),
         "manifest_summaries": list(report_manifest_summaries(wildcards).values()),
         "models": list(report_models(wildcards).values()),

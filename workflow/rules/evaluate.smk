@@ -89,6 +89,7 @@ rule evaluate:
         roc="results/{experiment}/metrics/plots/roc.csv",
         pr="results/{experiment}/metrics/plots/pr.csv",
         calibration="results/{experiment}/metrics/plots/calibration.csv",
+        attribution="results/{experiment}/metrics/plots/attribution.csv",
     log:
         "logs/{experiment}/evaluate.log",
     benchmark:

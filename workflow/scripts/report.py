@@ -8,7 +8,7 @@ inputs, params = snakemake.input, snakemake.params
 build_report(
     metrics_path=inputs.metrics,
     comparisons_path=inputs.comparisons,
-    curve_paths={c: inputs[c] for c in ("roc", "pr", "calibration")},
+    curve_paths={c: inputs[c] for c in ("roc", "pr", "calibration", "attribution")},
     audit_path=inputs.get("audit"),
     gradcam_dirs=dict(params.gradcam_dirs),
     probe_files=(inputs.probe_ranking, inputs.probe_cross, inputs.probe_cross_best)

@@ -4,7 +4,8 @@ Sources are pluggable (:data:`SOURCES`):
 
 * ``builtin-demo``: the embedded demo built from what installed packages ship
   (:mod:`sidflow.data.demo`), nothing fetched.
-* ``local``: a folder or a zip/tar archive already on disk.
+* ``local``: a folder or a zip/tar archive already on disk; with ``metadata``, generator
+  folders are made from JSON/CSV records (:mod:`sidflow.data.metadata_source`).
 * ``url``: an HTTP(S) archive, downloaded resumably with retries and checked
   against its sha256, then extracted like ``local``. The archive is cached under
   ``data/downloads/<dataset>/<key>/`` with a key made of the URL (+ sha256 when given).
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidflow.data.archive import extract, is_archive
+from sidflow.data.metadata_source import fetch_by_metadata
 from sidflow.io import atomic_dir, atomic_path, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -154,13 +156,21 @@ def fetch_generator(
     kind = source["type"]
     fetchers: dict[str, Callable[[Path], int]] = {
         "builtin-demo": lambda tmp: fetch_demo(source, generator["generator"], tmp, seed),
-        "local": lambda tmp: fetch_local(Path(source["path"]), generator.get("source_subdir", ""), tmp),
+        "local": lambda tmp: (
+            fetch_by_metadata(
+                Path(source["path"]), source["metadata"], generator.get("source_subdir", ""), tmp
+            )
+            if source.get("metadata")
+            else fetch_local(Path(source["path"]), generator.get("source_subdir", ""), tmp)
+        ),
         "url": lambda tmp: fetch_url(
             source, generator.get("source_subdir", ""), tmp, Path(download_dir) / dataset
         ),
     }
     if kind not in fetchers:
-        raise ValueError(f"dataset {dataset}: unknown source type {kind!r} (known: {sorted(fetchers)})")
+        raise ValueError(
+            f"dataset {dataset}: unknown source type {kind!r} (known: {sorted(fetchers)})"
+        )
     with atomic_dir(dest) as tmp:
         n = fetchers[kind](tmp)
     log.info("%s/%s: %d files from %s source", dataset, generator["generator"], n, kind)

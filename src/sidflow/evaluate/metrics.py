@@ -25,7 +25,7 @@ METRICS = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1"
            "accuracy_ci_low", "accuracy_ci_high", "ap_ci_low", "ap_ci_high", "other"]  # fmt: skip
 # metrics the mean row averages (counts and intervals of a mean over generators are not defined)
 MEAN_OF = ["accuracy", "accuracy_at_0.5", "real_accuracy", "fake_accuracy", "f1", "ap", "auc",
-           "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "object_accuracy"]  # fmt: skip
+           "tpr_at_fpr_1", "tpr_at_fpr_5", "brier", "ece", "object_accuracy", "attribution_accuracy"]  # fmt: skip
 
 
 def tpr_at_fpr(y, p, max_fpr: float) -> float:
@@ -99,6 +99,42 @@ def binary_metrics(y, p, threshold: float, n_boot: int = 1000, verdict=None) -> 
     out["accuracy_ci_low"], out["accuracy_ci_high"] = ci["accuracy_ci"] or (None, None)
     out["ap_ci_low"], out["ap_ci_high"] = ci["ap_ci"] or (None, None)
     return out
+
+
+def true_source(scores: pd.DataFrame) -> pd.Series:
+    """What an attribution head should answer per row: ``real``, or ``dataset/generator``."""
+    key = scores["dataset"].astype(str) + "/" + scores["generator"].astype(str)
+    return key.where(scores["label"].astype(int) == 1, "real")
+
+
+def attribution_metrics(scores: pd.DataFrame) -> dict:
+    """Accuracy of a detector's attribution head (real + each training generator) on the rows
+    of ``scores`` (``None`` without such a head). A generator the head was not trained on can
+    never be named, so its rows count as wrong: attribution is closed-set."""
+    if "generator_pred" not in scores:
+        return {"attribution_accuracy": None, "n_attribution": 0}
+    known = scores[scores["generator_pred"].notna()]
+    if known.empty:
+        return {"attribution_accuracy": None, "n_attribution": 0}
+    acc = float((known["generator_pred"] == true_source(known)).mean())
+    return {"attribution_accuracy": acc, "n_attribution": int(len(known))}
+
+
+def attribution_confusion(scores: pd.DataFrame) -> pd.DataFrame:
+    """Counts ``detector, true, pred, n`` of every attribution head on the clean test split
+    (the report draws one (N+1) x (N+1) matrix per detector)."""
+    cols = ["detector", "true", "pred", "n"]
+    if "generator_pred" not in scores:
+        return pd.DataFrame(columns=cols)
+    t = scores[
+        (scores["split"] == "test")
+        & (scores["perturbation"] == "none")
+        & scores["generator_pred"].notna()
+    ]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    t = t.assign(true=true_source(t), pred=t["generator_pred"])
+    return t.groupby(["detector", "true", "pred"]).size().rename("n").reset_index()[cols]
 
 
 def object_metrics(scores: pd.DataFrame) -> dict:
@@ -175,13 +211,15 @@ def evaluate_scores(
             m = binary_metrics(part["label"], part["p_fake"], threshold, verdict=_verdicts(part))
             per_generator.append({"detector": detector, "perturbation": perturbation, "dataset": dataset,
                                   "generator": generator, "is_real": bool(g["label"].iloc[0] == 0),
-                                  "in_distribution": key in train_generators, **m, **object_metrics(g)})  # fmt: skip
+                                  "in_distribution": key in train_generators, **m, **object_metrics(g),
+                                  **attribution_metrics(g)})  # fmt: skip
         m = binary_metrics(test["label"], test["p_fake"], threshold, verdict=_verdicts(test))
         rows += per_generator
         mean = mean_row(per_generator, m["n_real"])
         rows += [mean] if mean else []
         rows.append({"detector": detector, "perturbation": perturbation, "dataset": POOLED, "generator": POOLED,
-                     "is_real": False, "in_distribution": False, **m, **object_metrics(test)})  # fmt: skip
+                     "is_real": False, "in_distribution": False, **m, **object_metrics(test),
+                     **attribution_metrics(test)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -204,6 +242,7 @@ def metrics_json(table: pd.DataFrame) -> dict:
         "auc",
         "threshold",
         "object_accuracy",
+        "attribution_accuracy",
         "tpr_at_fpr_1",
         "tpr_at_fpr_5",
         "brier",
@@ -269,7 +308,10 @@ def run_evaluation(score_paths, train_generators, table_path, csv_path, json_pat
     if plots_dir:
         from pathlib import Path
 
-        for name, df in curve_points(scores).items():
+        for name, df in {
+            **curve_points(scores),
+            "attribution": attribution_confusion(scores),
+        }.items():
             with atomic_path(Path(plots_dir) / f"{name}.csv", suffix=".csv") as tmp:
                 df.to_csv(tmp, index=False)
     return table

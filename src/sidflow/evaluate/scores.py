@@ -1,8 +1,10 @@
 """Every detector writes the same scores table; evaluation reads nothing else.
 
 Columns: ``image_id, detector, dataset, generator, split, label, perturbation, p_fake``,
-plus ``object_class`` (the manifest's, may be null) and ``object_pred`` (a detector's
-object-class head's answer, null for detectors without one).
+plus ``object_class`` (the manifest's, may be null), ``object_pred`` (a detector's
+object-class head's answer), ``verdict`` (a detector's own hard decision) and
+``generator_pred`` (an attribution head's answer: ``real`` or ``dataset/generator``), null for
+detectors without them.
 Written to ``results/<experiment>/scores/<detector>/<dataset>/<generator>/<perturbation>.parquet``
 for the ``val`` and ``test`` splits.
 """
@@ -94,6 +96,9 @@ def score_student_views(
     model.to(dev).to(memory_format=torch.channels_last)
     cfg, amp = meta["student"], amp_dtype(dev, meta["distill"].get("precision", "auto"))
     names = cfg.get("object_classes") or []
+    sources = (
+        cfg.get("generators") or []
+    )  # the attribution head's classes: real + dataset/generator
     rows = {}
     for perturbation, out_path, images, pixels in iter_views(manifest, processed_dir, views):
         if pixels is not None:
@@ -102,7 +107,10 @@ def score_student_views(
             bank = ImageBank(images["jpeg"], cfg["image_mean"], cfg["image_std"], max_bytes=0)
         preds = predict(model, bank, batch_size, dev, amp)
         obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
-        table = scores_table(images, preds["p_fake"], detector, perturbation, obj)
+        gen = [sources[i] for i in preds["generator_pred"]] if "generator_pred" in preds else None
+        table = scores_table(
+            images, preds["p_fake"], detector, perturbation, obj, generator_pred=gen
+        )
         write_parquet(out_path, table, SCORES_SCHEMA)
         rows[perturbation] = len(images)
     return rows

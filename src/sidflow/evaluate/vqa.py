@@ -23,22 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from sidflow.data.metadata_source import canonical_generator  # noqa: F401  (re-exported)
+
 TRUE_FALSE, MULTIPLE_CHOICE = "true-false", "multiple-choice"
 OTHER = "other"
 _CHOICES = {TRUE_FALSE: ("Real", "Fake"), MULTIPLE_CHOICE: ("A", "B", "C", "D")}
 # "A", "A.", "(B)", "C: because ...", "Answer: D" -> the letter; "Real.", "fake, because" -> the word
 _LETTER = re.compile(r"^\s*(?:answer\s*[:\-]?\s*)?\(?([ABCD])\)?(?:[\s.:,)]|$)", re.IGNORECASE)
 _WORD = re.compile(r"^\s*(?:answer\s*[:\-]?\s*)?\W*(real|fake)\b", re.IGNORECASE)
-
-
-def canonical_generator(name: str) -> str:
-    """One spelling per generator: lower case, ``stable diffusion 1.4`` -> ``sd1.4``,
-    ``big gan`` / ``big_gan`` -> ``biggan``; ``natural`` stays (the real images)."""
-    text = re.sub(r"[\s_-]+", " ", str(name).strip().lower())
-    sd = re.fullmatch(r"stable diffusion (\d)[ .](\d)", text)
-    if sd:
-        return f"sd{sd.group(1)}.{sd.group(2)}"
-    return text.replace(" ", "")
 
 
 def parse_answer(text: str | None, kind: str) -> str:

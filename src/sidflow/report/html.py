@@ -24,6 +24,7 @@ from sidflow.report.sections import audit_section, gradcam_section
 from sidflow.report.sections_metrics import (
     ablation_section,
     all_metrics_section,
+    attribution_section,
     curves_section,
     per_generator_section,
     per_generator_table,
@@ -87,6 +88,7 @@ SECTIONS: list[Callable[[ReportData], str]] = [
     ablation_section,
     curves_section,
     per_generator_section,
+    attribution_section,
     all_metrics_section,
     robustness_section,
     audit_step_section,

@@ -206,3 +206,39 @@ def robustness_section(r: ReportData) -> str:
             )
             out.append(table(wide, left=("generator ",)))
     return "".join(out)
+
+
+def attribution_section(r: ReportData) -> str:
+    """Generator attribution (real + each training generator): per detector with an
+    attribution head, its accuracy and the (N+1) x (N+1) confusion matrix on the clean test
+    split (rows: the true source, normalised to 1; columns: the head's answer)."""
+    path = Path(r.curves["attribution"]) if "attribution" in r.curves else None
+    if not path or not path.exists() or path.stat().st_size <= 1:
+        return ""
+    counts = pd.read_csv(path)
+    if counts.empty:
+        return ""
+    from sidflow.report.plots import heatmap_svg
+
+    out = ["<h2>Generator attribution (test split)</h2>",
+           "<p>Which generator made each image, by the detectors' attribution heads (real + every "
+           "training generator; a generator they never saw can only be answered wrongly). Rows: the "
+           "true source, each normalised to 1; columns: the answer; the count of each row is in its label.</p>"]  # fmt: skip
+    pooled = r.pooled().set_index("detector")
+    figs = []
+    for detector, g in counts.groupby("detector", sort=False):
+        m = g.pivot_table(index="true", columns="pred", values="n", aggfunc="sum", fill_value=0)
+        classes = ["real"] + sorted((set(m.index) | set(m.columns)) - {"real"})
+        m = m.reindex(index=classes, columns=classes, fill_value=0)
+        n = m.sum(axis=1)
+        frac = m.div(n.where(n > 0), axis=0)
+        frac.index = [f"{c} ({int(k)})" for c, k in zip(frac.index, n, strict=True)]
+        acc = (
+            pooled["attribution_accuracy"].get(detector)
+            if "attribution_accuracy" in pooled
+            else None
+        )
+        title = f"{detector}: accuracy {num(acc)}"
+        figs.append(f"<figure>{heatmap_svg(frac, title)}</figure>")
+    out.append(f'<div class="figs">{"".join(figs)}</div>')
+    return "".join(out)
