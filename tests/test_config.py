@@ -122,6 +122,7 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
         "student-nokd",
         "rine",
         "rine-mean",
+        "explainer",
         "audit-metadata",
     ]
     cfg["experiment"]["shortcut_audit"] = False
@@ -142,6 +143,7 @@ def test_plan_lists_detectors_and_kd_teachers(cfg):
         ("rine", "rine"),
         ("audit-metadata", "audit"),
         ("teacher-blip2", "teacher"),
+        ("explainer", "explainer"),
     ):
         cfg["experiment"]["students"][taken] = {"alpha": 0.0}
         with pytest.raises(ConfigError, match=f"{taken!r} is both a ") as err:
@@ -163,6 +165,7 @@ def test_plan_knows_every_detectors_kind(cfg):
         "student-nokd": "student",
         "rine": "rine",
         "rine-mean": "rine",
+        "explainer": "explainer",
         "audit-metadata": "audit",
     }
     assert {n: k.name for n, k in plan.detector_kinds().items()} == expected
@@ -182,7 +185,7 @@ def test_plan_knows_every_detectors_kind(cfg):
         "rine",
         "rine-mean",
     ]
-    assert plan.trained() == ["student-kd", "student-nokd", "rine", "rine-mean"]
+    assert plan.trained() == ["student-kd", "student-nokd", "rine", "rine-mean", "explainer"]
     cells = plan.detectors_of("probe")
     assert cells and all(plan.detector_kind(c).name == "probe" for c in cells)
     # the same names the probe grid writes into its scores

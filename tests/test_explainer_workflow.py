@@ -9,18 +9,12 @@ import pytest
 pytestmark = pytest.mark.workflow
 
 
-def test_explainer_is_scored_like_every_detector(small_run):
+def test_explainer_is_trained_explained_and_reported(small_run):
     exp = small_run / "results/smoke"
-    for gen in ("real", "ae-deconv", "ae-bilinear", "dcgan-face"):
-        for view in ("none", "jpeg75", "combo"):
-            scores = pd.read_parquet(exp / f"scores/explainer/demo/{gen}/{view}.parquet")
-            assert set(scores["detector"]) == {"explainer"} and scores["p_fake"].between(0, 1).all()
+    # small.yaml turns the explainer's scores off (tests/test_explainer_steps.py scores it
+    # in-process; the DVC run's score_explainer jobs run the rule): no detector rows then
     m = pd.read_parquet(exp / "metrics/metrics.parquet")
-    rows = m[(m["detector"] == "explainer") & (m["perturbation"] == "none")]
-    assert {"real", "ae-deconv", "ae-bilinear", "dcgan-face", "pooled", "mean"} <= set(
-        rows["generator"]
-    )
-    assert rows[["ap", "auc", "accuracy"]].notna().all().all()
+    assert "explainer" not in set(m["detector"]) and not (exp / "scores/explainer").exists()
     card = json.loads((exp / "models/explainer/card.json").read_text())
     # 12 training images per training generator, each explained and asked true/false
     assert card["conversations"]["by_source"]["template"] == 3 * 12 * 2 and card["split"] == "train"

@@ -10,18 +10,13 @@ import struct
 import pytest
 
 from sidflow.cli import main
-from sidflow.models.student import StudentConfig, load_student
-from sidflow.train.distill import DistillConfig, train_student
+from sidflow.models.student import load_student
 
 
 @pytest.fixture(scope="module")
-def trained_student(tiny_data, tmp_path_factory):
-    """One tiny student (1 epoch) per module; tests copy it (``student`` fixture)."""
-    out = tmp_path_factory.mktemp("predict") / "student"
-    train_student(StudentConfig(image_size=32), DistillConfig(alpha=0.0, epochs=1, batch_size=16, seed=3),
-                  tiny_data["manifests"], tiny_data["processed"], {}, out,
-                  preprocess={"image_size": 32, "jpeg_quality": 95})  # fmt: skip
-    return out
+def trained_student(tiny_student):
+    """The session's tiny student (1 epoch, no KD); tests copy it (``student`` fixture)."""
+    return tiny_student
 
 
 @pytest.fixture
