@@ -93,7 +93,16 @@ TEACHERS = Registry(
     "teacher", {"vitgpt2": "sidflow.models.vitgpt2", "blip2": "sidflow.models.blip2"}
 )
 EXPLAINERS = Registry("explainer", {"llava": "sidflow.models.explainer:Explainer"})
-STUDENTS = Registry("student architecture", {"resnet18": "sidflow.models.student:ResNetStudent"})
+# the architecture zoo (sidflow.models.zoo registers these names when imported)
+_ZOO_NAMES = ("resnet50", "xception", "deit-small", "efficientnet-b0", "convnext-tiny", "npr",
+              "spectrum")  # fmt: skip
+STUDENTS = Registry(
+    "student architecture",
+    {
+        "resnet18": "sidflow.models.student:ResNetStudent",
+        **dict.fromkeys(_ZOO_NAMES, "sidflow.models.zoo"),
+    },
+)
 _BACKBONE_NAMES = ("efficientnet-lite0", "clip", "dino-vit", "dino-resnet50", "teacher", "student")
 PROBE_BACKBONES = Registry(
     "probe backbone", dict.fromkeys(_BACKBONE_NAMES, "sidflow.probe.backbones")

@@ -142,6 +142,22 @@ def student_settings(wildcards):
     return config["experiment"]["students"][wildcards.student]
 
 
+# a variant's own model settings (the zoo): they override the student block
+STUDENT_MODEL_KEYS = ("arch", "stem", "pretrained", "attribution_drives")
+
+
+def student_model(wildcards):
+    """The variant's model: the student block with the variant's arch/stem/pretrained."""
+    variant = student_settings(wildcards)
+    return {**config["student"], **{k: variant[k] for k in STUDENT_MODEL_KEYS if k in variant}}
+
+
+def student_training(wildcards):
+    """The variant's training settings (what is not a teacher list or a model setting)."""
+    skip = ("teachers", *STUDENT_MODEL_KEYS)
+    return {k: v for k, v in student_settings(wildcards).items() if k not in skip}
+
+
 # -- RINE -----------------------------------------------------------------
 def score_views():
     """The views every trained detector is scored under: clean, then each perturbation

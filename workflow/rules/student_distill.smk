@@ -1,5 +1,6 @@
 rule student_distill:
-    """Train a ResNet18 student from labels and the cached teacher mixture."""
+    """Train a student (ResNet18 or any zoo architecture) from labels and, with KD, the
+    cached teacher mixture."""
     input:
         unpack(student_inputs),
     output:
@@ -16,8 +17,8 @@ rule student_distill:
     params:
         checkpoint="results/{experiment}/checkpoints/{student}",
         cache_paths=student_cache_paths,
-        settings=student_settings,
-        student=config["student"],
+        settings=student_training,
+        student=student_model,
         preprocess=config["preprocess"],
         seed=config["seed"],
     script:

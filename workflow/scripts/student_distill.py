@@ -15,8 +15,7 @@ launch_student_training(
         "student": dict(
             snakemake.params.student, image_size=snakemake.params.preprocess["image_size"]
         ),
-        "distill": {k: v for k, v in dict(snakemake.params.settings).items() if k != "teachers"}
-        | {"seed": snakemake.params.seed},
+        "distill": dict(snakemake.params.settings) | {"seed": snakemake.params.seed},
         "manifests": list(snakemake.input.manifests),
         "processed_dirs": list(snakemake.input.processed),
         "cache_paths": {t: list(p) for t, p in snakemake.params.cache_paths.items()},

@@ -77,7 +77,14 @@ def to_tensor(jpegs: Sequence[bytes], mean=0.5, std=0.5) -> torch.Tensor:
 class JpegDataset(torch.utils.data.Dataset):
     """Decodes processed JPEGs lazily; yields (image, label, index)."""
 
-    def __init__(self, jpegs: Sequence[bytes], labels: Sequence[int], mean=0.5, std=0.5, augment: bool = False):
+    def __init__(
+        self,
+        jpegs: Sequence[bytes],
+        labels: Sequence[int],
+        mean=0.5,
+        std=0.5,
+        augment: bool = False,
+    ):
         self.jpegs, self.labels = list(jpegs), torch.tensor(np.asarray(labels), dtype=torch.long)
         self.mean, self.std, self.augment = mean, std, augment
 
@@ -115,11 +122,29 @@ class ImageBank:
     def __len__(self) -> int:
         return len(self.jpegs)
 
+    def augmented_batch(
+        self, idx, image_ids: Sequence[str], view: int, seed: int, spec: dict
+    ) -> torch.Tensor:
+        """Normalised floats of images ``idx``, each under its own seeded blur/JPEG draw
+        (:func:`sidflow.data.augment.augmented`: the same draw for the same image, view and
+        seed on every run) and a random flip (``spec["flip"]``); the crop is not used."""
+        from sidflow.data.augment import augmented
+
+        arrays = []
+        for i in idx:
+            arr = (self.decoded[i].permute(1, 2, 0).numpy() if self.decoded is not None
+                   else decode_jpeg_array(self.jpegs[i]))  # fmt: skip
+            arrays.append(
+                augmented(arr, image_ids[i], view, seed, {**spec, "crop": 0, "reference": True})
+            )
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        return (x - channel_stat(self.mean)) / channel_stat(self.std)
+
     def batch(self, idx, augment: bool = False) -> torch.Tensor:
         if self.decoded is not None:
-            x = (self.decoded[torch.as_tensor(idx)].float() / 255.0 - channel_stat(self.mean)) / channel_stat(
-                self.std
-            )
+            x = (
+                self.decoded[torch.as_tensor(idx)].float() / 255.0 - channel_stat(self.mean)
+            ) / channel_stat(self.std)
         else:
             x = to_tensor([self.jpegs[i] for i in idx], self.mean, self.std)
         if augment:  # random horizontal flip, from the (per-epoch seeded) torch RNG

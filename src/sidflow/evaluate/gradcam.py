@@ -47,9 +47,12 @@ def pick_examples(
 
 
 def target_layer(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """The last block of ``backbone.<name>`` (e.g. layer3, layer4) of a ResNet student."""
+    """The last block of ``backbone.<name>`` (e.g. layer3, layer4) of a ResNet student; for
+    the zoo's other architectures their own ``gradcam_layer()`` (the last conv stage)."""
     if not re.fullmatch(r"layer[1-4]", name):
         raise ValueError(f"gradcam layer must be layer1..layer4, got {name!r}")
+    if not hasattr(model.backbone, name):
+        return model.gradcam_layer()
     return getattr(model.backbone, name)[-1]
 
 
@@ -79,7 +82,9 @@ def cam_pictures(model: torch.nn.Module, meta: dict, jpegs: list[bytes], preds: 
     cfg = meta["student"]
     x = to_tensor(list(jpegs), cfg["image_mean"], cfg["image_std"])
     targets = [ClassifierOutputTarget(int(p)) for p in preds]
-    with GradCAM(model=LogitsOnly(model), target_layers=[target_layer(model, layer)]) as cam:
+    reshape = getattr(model, "gradcam_reshape", None)  # a ViT's tokens -> map
+    with GradCAM(model=LogitsOnly(model), target_layers=[target_layer(model, layer)],
+                 reshape_transform=reshape) as cam:  # fmt: skip
         maps = cam(input_tensor=x, targets=targets)
     return [_side_by_side(decode_jpeg_array(j), m, size) for j, m in zip(jpegs, maps, strict=True)]
 
@@ -99,6 +104,15 @@ def gradcam_gallery(
     from sidflow.models.student import load_student
 
     model, meta = load_student(model_dir)
+    try:
+        target_layer(model, layer)
+    except ValueError as exc:  # e.g. the spectrum detector: no spatial map to explain
+        log.warning("%s: no Grad-CAM gallery (%s)", model_dir, exc)
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / "index.json", {"layer": layer, "threshold": float(meta["threshold"]),
+                                            "per_group": per_group, "seed": seed, "images": [],
+                                            "unsupported": str(exc)})  # fmt: skip
+        return []
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
     picks = pick_examples(scores, float(meta["threshold"]), per_group, seed)
     records: list[dict] = []

@@ -1,4 +1,6 @@
-"""Student detectors: torchvision ResNet18 with a configurable stem.
+"""Student detectors: torchvision ResNet18 with a configurable stem (more architectures,
+ResNet50, Xception, DeiT-S, EfficientNet-B0, ConvNeXt-T, NPR, spectrum, in
+:mod:`sidflow.models.zoo`, created by name the same way).
 
     model = create_student("resnet18", StudentConfig(image_size=32, stem="cifar-maxpool"))
     out = model(x)   # {"logits": (N,2), "features": (N,512)}
@@ -49,20 +51,42 @@ class StudentConfig:
     image_std: float | list[float] = 0.5
     object_classes: list[str] = field(default_factory=list)  # names; empty = no object head
     generators: list[str] = field(default_factory=list)  # "dataset/generator"; empty = no head
+    # the attribution head decides real vs fake: logits = (log p(real), log(1 - p(real)))
+    attribution_drives: bool = False
+
+
+def head_outputs(model: nn.Module, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every student's heads on its features: ``logits`` (real, fake), ``features``, and the
+    object/generator heads it has. With ``attribution_drives`` the (real + generators) head
+    decides: the binary logits are (log p(real), log sum over generators of p), so softmax
+    gives p_fake = 1 - p(real) and every consumer (thresholds, export, predict) follows it."""
+    cfg = model.cfg
+    out = {"logits": model.head(feats), "features": feats}
+    if cfg.object_classes:
+        out["object_logits"] = model.object_head(feats)
+    if cfg.generators:
+        gen = model.generator_head(feats)
+        out["generator_logits"] = gen
+        if cfg.attribution_drives:
+            lp = torch.log_softmax(gen.float(), 1)
+            out["logits"] = torch.stack([lp[:, 0], torch.logsumexp(lp[:, 1:], 1)], 1).to(gen.dtype)
+    return out
 
 
 class ResNetStudent(nn.Module):
     feature_dim = 512
+    torchvision_arch = "resnet18"  # a torchvision ResNet builder (zoo.ResNet50Student: resnet50)
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
-        from torchvision.models import resnet18
+        from torchvision import models
 
         self.cfg = cfg
-        net = resnet18(weights=None, num_classes=1000)
+        arch = self.torchvision_arch
+        net = getattr(models, arch)(weights=None, num_classes=1000)
         if cfg.pretrained == IMAGENET:
-            net.load_state_dict(imagenet_state_dict("resnet18"))
-            log.info("student: torchvision ImageNet weights (%s)", imagenet_weights("resnet18"))
+            net.load_state_dict(imagenet_state_dict(arch))
+            log.info("student: torchvision ImageNet weights (%s)", imagenet_weights(arch))
         elif cfg.pretrained:
             net.load_state_dict(_load_state_dict(cfg.pretrained))
             log.info("student: ImageNet weights from %s", cfg.pretrained)
@@ -83,13 +107,16 @@ class ResNetStudent(nn.Module):
             self.generator_head = nn.Linear(self.feature_dim, len(cfg.generators))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.backbone(x)
-        out = {"logits": self.head(feats), "features": feats}
-        if self.cfg.object_classes:
-            out["object_logits"] = self.object_head(feats)
-        if self.cfg.generators:
-            out["generator_logits"] = self.generator_head(feats)
-        return out
+        return head_outputs(self, self.backbone(x))
+
+    def gradcam_layer(self) -> nn.Module:  # the last block of the stage Grad-CAM explains
+        return self.backbone.layer4[-1]
+
+    @classmethod
+    def pretrained_normalisation(cls) -> tuple[list[float], list[float]]:
+        """(mean, std) per channel of the torchvision ImageNet weights' own transforms."""
+        t = imagenet_weights(cls.torchvision_arch).transforms()
+        return [float(v) for v in t.mean], [float(v) for v in t.std]
 
 
 IMAGENET = "imagenet"
@@ -129,11 +156,18 @@ def imagenet_state_dict(arch: str) -> dict:
 
 def resolve_student_config(cfg: StudentConfig) -> StudentConfig:
     """``pretrained: imagenet`` takes its input normalisation from the weights' own transforms
-    (ImageNet mean/std per channel) unless mean/std were set to something else than 0.5."""
+    (ImageNet mean/std per channel) unless mean/std were set to something else than 0.5: the
+    architecture's ``pretrained_normalisation()`` (torchvision transforms, timm's pretrained
+    config), else torchvision's weights of that name."""
     if cfg.pretrained != IMAGENET or (cfg.image_mean, cfg.image_std) != (0.5, 0.5):
         return cfg
-    t = imagenet_weights(cfg.arch).transforms()
-    return replace(cfg, image_mean=[float(v) for v in t.mean], image_std=[float(v) for v in t.std])
+    norm = getattr(STUDENTS.get(cfg.arch), "pretrained_normalisation", None)
+    if norm is None:
+        t = imagenet_weights(cfg.arch).transforms()
+        mean, std = [float(v) for v in t.mean], [float(v) for v in t.std]
+    else:
+        mean, std = norm()
+    return replace(cfg, image_mean=mean, image_std=std)
 
 
 def _load_state_dict(path: str) -> dict:

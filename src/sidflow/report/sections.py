@@ -88,7 +88,8 @@ def gradcam_section(gallery_dirs: Mapping[str, str] | list[str] | None) -> str:
         index = read_json(Path(d) / "index.json")
         out.append(f"<h3>{html.escape(student)} (layer {html.escape(index['layer'])})</h3>")
         if not index["images"]:
-            out.append("<p>No test predictions to explain.</p>")
+            why = index.get("unsupported")
+            out.append(f"<p>{html.escape(why) if why else 'No test predictions to explain.'}</p>")
             continue
         df = pd.DataFrame(index["images"])
         for (key, correct), g in df.groupby(

@@ -67,6 +67,8 @@ class DistillConfig:
     patience: int = 0  # early stopping on validation AP; 0 = train every epoch
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (see sidflow.devices.amp_dtype)
     compile: bool = False  # torch.compile the student (needs a C++ compiler on CPU)
+    # blur + JPEG training augmentation per image and epoch (CNNDetection); None: flips only
+    augment: dict | None = None
     seed: int = 0
     device: str = "auto"
 
@@ -191,17 +193,20 @@ class _StudentTrainee:
         )
         if self.size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
-        self.t0, self.n = 0.0, 0
+        self.t0, self.n, self.epoch = 0.0, 0, 0
+        self.train_ids = list(data.train["image_id"])
 
     def _to(self, t: torch.Tensor | None, idx):
         return t[idx].to(self.device) if t is not None else None
 
     def _step(self, idx) -> dict[str, torch.Tensor]:
-        x = (
-            self.bank.batch(idx, augment=True)
-            .to(self.device)
-            .contiguous(memory_format=torch.channels_last)
-        )
+        if self.cfg.augment:
+            x = self.bank.augmented_batch(
+                idx, self.train_ids, self.epoch, self.cfg.seed, self.cfg.augment
+            )
+        else:
+            x = self.bank.batch(idx, augment=True)
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         d = self.data
         return self.net(x, self._to(d.labels, idx), self._to(d.soft, idx),
                         {k: self._to(v, idx) for k, v in d.embeddings.items()},
@@ -214,6 +219,7 @@ class _StudentTrainee:
             yield idx, len(idx)
 
     def train_epoch(self, epoch: int) -> dict:
+        self.epoch = epoch  # the augmentation's view
         torch.manual_seed(self.cfg.seed * 1000 + epoch)
         order = balanced_epoch(self.data.train["label"], self.cfg.seed, epoch)
         self.t0 = time.time()
