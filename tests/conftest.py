@@ -1,7 +1,8 @@
 """Fixtures shared by the tests, and the test tiers.
 
 Tiers (pytest markers; ``pytest -m unit`` runs one): ``unit`` (fast, in-process; every test
-without another tier marker is put here), ``workflow`` (Snakemake end to end on the shared small
+without another tier marker is put here), ``models`` (in-process training, export and serving of
+whole models: the zoo, the explainer), ``workflow`` (Snakemake end to end on the shared small
 run), ``cluster`` (a real single-node SLURM), ``dvc`` (the real DVC), ``browser`` (headless
 Chromium), ``data`` (needs ``../shared``; skipped cleanly without it). The README test command
 and ``.ci/run`` run every tier.
@@ -22,7 +23,7 @@ import pytest
 
 from helpers import AIGEN_ZIP, CIFAKE_ZIP, REPO, copy_workflow, run_snakemake, separable_images
 
-TIERS = ("unit", "workflow", "cluster", "dvc", "browser", "data")
+TIERS = ("unit", "models", "workflow", "cluster", "dvc", "browser", "data")
 # Long tests first: a failure in the expensive tiers shows early. With pytest-xdist on a bigger
 # machine (``-n 4 --dist loadscope --no-loadscope-reorder``) the SLURM run, which mostly waits on
 # the scheduler, then overlaps the CPU-bound runs; on 2 cores two workers oversubscribe the CPUs

@@ -143,6 +143,7 @@ def test_aigen_vqa_archive_gives_nine_generator_folders(aigen_zip, tmp_path):
     assert sum(counts.values()) == 249 and counts["natural"] == 55 and min(counts.values()) >= 13
 
 
+@pytest.mark.models
 def test_attribution_head_in_scores_and_predict(tiny_data, tmp_path):
     from sidflow.cli import main
     from sidflow.evaluate.scores import score_student_views

@@ -28,6 +28,8 @@ from sidflow.train.explainer import (
     true_false_conversations,
 )
 
+pytestmark = pytest.mark.models
+
 VQA_ZIP = SHARED / "datasets" / "aigen-vqa" / "aigen-vqa.zip"
 QUESTION = (
     "Do you think this image is real or artificially generated? Please explain your reasoning."

@@ -18,6 +18,8 @@ from sidflow.data.vqa_data import VqaArchiveError, extract_vqa_archive
 from sidflow.io import read_json, sha256_file
 from sidflow.report.explain_section import explanations_section
 
+pytestmark = pytest.mark.models
+
 SETTINGS = {
     "enabled": True, "checkpoint": "tiny",
     "tiny": {"image_size": 32, "patch_size": 8, "vision_hidden": 32, "vision_layers": 1,

@@ -15,6 +15,8 @@ from helpers import REPO, copy_workflow, planned_jobs, run_snakemake, write_imag
 from sidflow.data.loading import ImageBank
 from sidflow.models.student import StudentConfig, create_student
 
+pytestmark = pytest.mark.models
+
 
 def test_attribution_head_drives_the_binary_decision():
     torch.manual_seed(0)

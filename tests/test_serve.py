@@ -42,6 +42,7 @@ def png_bytes(seed: int, size: int = 40) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.models
 def test_explain_cli_writes_json_lines_and_a_page(
     tiny_explainer, tiny_student, pictures, tmp_path, capsys
 ):
@@ -71,6 +72,7 @@ def test_explain_cli_writes_json_lines_and_a_page(
     assert main(["explain", "--model", str(tiny_explainer), str(tmp_path / "missing.png")]) == 2
 
 
+@pytest.mark.models
 def test_web_app_explains_an_upload_and_refuses_bad_ones(session, tmp_path, monkeypatch):
     import tempfile
 

@@ -25,6 +25,8 @@ from sidflow.registry import STUDENTS
 from sidflow.train.distill import _Trainable
 from sidflow.train.distill_loss import DistillationLoss
 
+pytestmark = pytest.mark.models
+
 SIZE = 32
 HEADS = {"object_classes": ["cat", "dog", "ship"], "generators": ["real", "a/sd", "b/gan"]}
 
