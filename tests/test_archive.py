@@ -96,3 +96,46 @@ def test_missing_prefix_is_an_error(tmp_path):
     z = make_zip(tmp_path / "a.zip", {"x/1.jpg": b"a"})
     with pytest.raises(FileNotFoundError, match="no files under 'y'"):
         extract(z, tmp_path / "out", prefix="y")
+
+
+def test_decompression_bomb_refused_with_the_numbers_before_writing(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("data/zeros.bin", b"\0" * (8 << 20))  # 8 MiB of zeros: a few KiB compressed
+    size = bomb.stat().st_size
+    dest = tmp_path / "out"
+    with pytest.raises(UnsafeArchiveError, match=r"members declare 8,388,608 bytes from a [\d,]+-byte archive "
+                                                 r"\(ratio [\d,]+\); the limits are .* ratio 100"):  # fmt: skip
+        extract(bomb, dest)
+    assert not dest.exists() or not any(dest.rglob("*"))  # refused before anything is written
+    with pytest.raises(UnsafeArchiveError, match="the limits are 1,048,576 bytes"):
+        extract(bomb, dest, max_bytes=1 << 20, max_ratio=1e9)
+    assert extract(bomb, dest, max_ratio=(8 << 20) / size + 1) == 1  # genuine data: raise the limit
+    assert (dest / "data/zeros.bin").stat().st_size == 8 << 20
+
+
+def test_a_member_lying_about_its_size_is_stopped_while_writing(tmp_path, monkeypatch):
+    from sidflow.data import archive as mod
+
+    src = tmp_path / "a.tar"
+    with tarfile.open(src, "w") as tf:
+        data = b"x" * 4096
+        info = tarfile.TarInfo("big.bin")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    real = mod._iter_tar
+
+    def lying(archive):  # the header claims 10 bytes; the stream gives 4096
+        for name, _, opener in real(archive):
+            yield name, 10, opener
+
+    monkeypatch.setattr(mod, "_iter_tar", lying)
+    with pytest.raises(UnsafeArchiveError, match="extracting wrote 4,096 bytes"):
+        extract(src, tmp_path / "out", max_bytes=1000)
+
+
+def test_source_limits_come_from_the_dataset_config():
+    from sidflow.data.sources import limits
+
+    assert limits({"max_extract_gb": 2, "max_ratio": 5}) == {"max_bytes": 2 << 30, "max_ratio": 5.0}
+    assert limits({}) == {}

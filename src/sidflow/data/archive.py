@@ -4,12 +4,17 @@ Only regular files are extracted. A member with an absolute path, a ``..``
 component, a drive letter, or that is a symlink, hard link, device or FIFO makes
 the whole extraction fail with :class:`UnsafeArchiveError` naming the archive
 and the member: a dataset archive has no business containing those.
+
+Decompression bombs: before anything is written, the members' declared sizes are summed and
+refused above ``max_bytes`` or above ``max_ratio`` times the archive's own size (image datasets
+compress little: JPEG/PNG archives sit near 1:1); while writing, the bytes actually produced
+are counted against the same limits, so a member that lies about its size stops the run too.
+Both limits are configurable per dataset source (``max_extract_gb``, ``max_ratio``).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import shutil
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -19,6 +24,10 @@ from typing import BinaryIO
 
 class UnsafeArchiveError(ValueError):
     pass
+
+
+DEFAULT_MAX_BYTES = 1 << 40  # 1 TiB extracted per archive
+DEFAULT_MAX_RATIO = 100.0  # extracted bytes per archive byte
 
 
 def _safe_relpath(archive: Path, name: str) -> PurePosixPath:
@@ -48,7 +57,7 @@ def _strip_prefix(p: PurePosixPath, prefix: str) -> PurePosixPath | None:
     return PurePosixPath(*p.parts[n:])
 
 
-def _iter_zip(archive: Path) -> Iterator[tuple[str, bool, callable]]:
+def _iter_zip(archive: Path) -> Iterator[tuple[str, int, callable]]:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             if info.is_dir():
@@ -56,10 +65,10 @@ def _iter_zip(archive: Path) -> Iterator[tuple[str, bool, callable]]:
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
                 raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link")
-            yield info.filename, True, (lambda i=info: zf.open(i))
+            yield info.filename, info.file_size, (lambda i=info: zf.open(i))
 
 
-def _iter_tar(archive: Path) -> Iterator[tuple[str, bool, callable]]:
+def _iter_tar(archive: Path) -> Iterator[tuple[str, int, callable]]:
     with tarfile.open(archive) as tf:
         for member in tf:
             if member.isdir():
@@ -68,27 +77,44 @@ def _iter_tar(archive: Path) -> Iterator[tuple[str, bool, callable]]:
                 raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a link")
             if not member.isfile():
                 raise UnsafeArchiveError(f"{archive}: member {member.name!r} is not a regular file")
-            yield member.name, True, (lambda m=member: tf.extractfile(m))
+            yield member.name, member.size, (lambda m=member: tf.extractfile(m))
 
 
 def is_archive(path: Path) -> bool:
     return zipfile.is_zipfile(path) or (path.is_file() and tarfile.is_tarfile(path))
 
 
-def extract(archive: str | Path, dest: str | Path, prefix: str = "") -> int:
+def _limit(
+    archive: Path, size: int, total: int, max_bytes: int, max_ratio: float, what: str
+) -> None:
+    if total > max_bytes or total > max_ratio * max(size, 1):
+        raise UnsafeArchiveError(
+            f"{archive}: {what} {total:,} bytes from a {size:,}-byte archive (ratio {total / max(size, 1):,.0f}); "
+            f"the limits are {max_bytes:,} bytes and ratio {max_ratio:g} (a decompression bomb? raise "
+            "max_extract_gb / max_ratio in the dataset's source if the data is genuine)"
+        )
+
+
+def extract(archive: str | Path, dest: str | Path, prefix: str = "",
+            max_bytes: int = DEFAULT_MAX_BYTES, max_ratio: float = DEFAULT_MAX_RATIO) -> int:  # fmt: skip
     """Extract regular files under ``prefix`` of ``archive`` into ``dest``.
 
     The prefix is stripped from the extracted paths. Returns the number of files
-    written. Every member is checked before anything is written.
+    written. Every member is checked before anything is written, including the
+    decompression limits (``max_bytes``, ``max_ratio``), which also bound the bytes written.
     """
     archive = Path(archive)
     dest = Path(dest)
+    size = archive.stat().st_size
     members = _iter_zip(archive) if zipfile.is_zipfile(archive) else _iter_tar(archive)
-    # First pass: validate every member name (traversal, links) before writing anything.
-    for name, _, _ in members:
-        _safe_relpath(archive, name)
+    # First pass: validate every member name (traversal, links) and the declared sizes.
+    declared = 0
+    for name, nbytes, _ in members:
+        rel = _strip_prefix(_safe_relpath(archive, name), prefix)
+        declared += int(nbytes) if rel is not None else 0
+    _limit(archive, size, declared, max_bytes, max_ratio, "members declare")
     members = _iter_zip(archive) if zipfile.is_zipfile(archive) else _iter_tar(archive)
-    count = 0
+    count, written = 0, 0
     root = dest.resolve()
     for name, _, opener in members:
         rel = _strip_prefix(_safe_relpath(archive, name), prefix)
@@ -100,7 +126,10 @@ def extract(archive: str | Path, dest: str | Path, prefix: str = "") -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         src: BinaryIO = opener()
         with src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+            while chunk := src.read(1 << 20):
+                written += len(chunk)
+                _limit(archive, size, written, max_bytes, max_ratio, "extracting wrote")
+                out.write(chunk)
         count += 1
     if count == 0:
         raise FileNotFoundError(f"{archive}: no files under {prefix!r}")

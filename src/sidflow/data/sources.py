@@ -53,7 +53,17 @@ def _copy_folder(src: Path, dest: Path) -> int:
     return count
 
 
-def fetch_local(path: Path, subdir: str, dest: Path) -> int:
+def limits(source: dict) -> dict:
+    """The source's decompression limits for :func:`sidflow.data.archive.extract`."""
+    out = {}
+    if source.get("max_extract_gb"):
+        out["max_bytes"] = int(float(source["max_extract_gb"]) * (1 << 30))
+    if source.get("max_ratio"):
+        out["max_ratio"] = float(source["max_ratio"])
+    return out
+
+
+def fetch_local(path: Path, subdir: str, dest: Path, limit: dict | None = None) -> int:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"local source {path} does not exist")
@@ -66,7 +76,7 @@ def fetch_local(path: Path, subdir: str, dest: Path) -> int:
         return _copy_folder(path / subdir if subdir else path, dest)
     if not is_archive(path):
         raise ValueError(f"local source {path} is neither a folder nor a zip/tar archive")
-    return extract(path, dest, prefix=subdir)
+    return extract(path, dest, prefix=subdir, **(limit or {}))
 
 
 def download_url(
@@ -135,7 +145,7 @@ def fetch_url(source: dict, subdir: str, dest: Path, download_dir: Path) -> int:
     if not source.get("url"):
         raise ValueError("url source without a url (set datasets.<name>.source.url)")
     archive = download_url(source["url"], archive_path(source, download_dir), source.get("sha256"))
-    return extract(archive, dest, prefix=subdir)
+    return extract(archive, dest, prefix=subdir, **limits(source))
 
 
 def fetch_demo(source: dict, generator: str, dest: Path, seed: int) -> int:
@@ -161,7 +171,9 @@ def fetch_generator(
                 Path(source["path"]), source["metadata"], generator.get("source_subdir", ""), tmp
             )
             if source.get("metadata")
-            else fetch_local(Path(source["path"]), generator.get("source_subdir", ""), tmp)
+            else fetch_local(
+                Path(source["path"]), generator.get("source_subdir", ""), tmp, limits(source)
+            )
         ),
         "url": lambda tmp: fetch_url(
             source, generator.get("source_subdir", ""), tmp, Path(download_dir) / dataset
