@@ -131,9 +131,7 @@ def test_zoo_cifake_plans_one_training_job_per_zoo_detector(cifake_zip, tmp_path
     work = copy_workflow(tmp_path / "wf")
     shutil.copytree(REPO / "experiments", work / "experiments")
     (tmp_path / "shared").symlink_to(cifake_zip.parents[2])  # ../shared beside the copy
-    r = run_snakemake(
-        work, "-n", "--configfile", "experiments/cifake.yaml", "experiments/zoo-cifake.yaml"
-    )
+    r = run_snakemake(work, "-n", "--configfile", "experiments/zoo-cifake.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = planned_jobs(r.stdout + r.stderr)
     assert jobs["student_distill"] == 9 and "teacher_finetune" not in jobs
