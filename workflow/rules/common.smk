@@ -149,7 +149,10 @@ STUDENT_MODEL_KEYS = ("arch", "stem", "pretrained", "attribution_drives")
 def student_model(wildcards):
     """The variant's model: the student block with the variant's arch/stem/pretrained."""
     variant = student_settings(wildcards)
-    return {**config["student"], **{k: variant[k] for k in STUDENT_MODEL_KEYS if k in variant}}
+    return {
+        **config["student"],
+        **{k: variant[k] for k in STUDENT_MODEL_KEYS if k in variant},
+    }
 
 
 def student_training(wildcards):
@@ -354,7 +357,10 @@ def report_inputs(wildcards):
     inputs = {
         "metrics": f"{exp}/metrics/metrics.parquet",
         "comparisons": f"{exp}/metrics/comparisons.csv",
-        **{c: f"{exp}/metrics/plots/{c}.csv" for c in ("roc", "pr", "calibration", "attribution")},
+        **{
+            c: f"{exp}/metrics/plots/{c}.csv"
+            for c in ("roc", "pr", "calibration", "attribution")
+        },
         "processed": list(report_processed_dirs(wildcards).values()),
         "manifest_summaries": list(report_manifest_summaries(wildcards).values()),
         "models": list(report_models(wildcards).values()),
