@@ -21,6 +21,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CIFAKE_ZIP = SHARED / "datasets" / "cifake" / "cifake-train-90k.zip"
 AIGEN_ZIP = SHARED / "datasets" / "aigen-vqa" / "aigen-vqa.zip"
+# the AIGen-VQA generators as their metadata names them (canonical spelling)
+AIGEN_GENERATORS = (
+    "natural",
+    "adm",
+    "biggan",
+    "glide",
+    "midjourney",
+    "sd1.4",
+    "sd1.5",
+    "vqdm",
+    "wukong",
+)
 CONFIGS = Path(__file__).resolve().parent / "configs"
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "config", "profiles")
 

@@ -13,8 +13,34 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import AIGEN_GENERATORS
 from sidflow.data.metadata_source import canonical_generator, fetch_by_metadata
 from sidflow.evaluate.metrics import attribution_confusion, attribution_metrics, evaluate_scores
+
+
+def predict_csv(model, files, tmp_path) -> pd.DataFrame:
+    """``sidflow predict`` on copies of ``files``: its CSV as a table."""
+    from sidflow.cli import main
+
+    images = tmp_path / "predict-in"
+    images.mkdir()
+    for p in files:
+        (images / p.name).write_bytes(p.read_bytes())
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                str(images),
+                "--output",
+                str(tmp_path / "p.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    return pd.read_csv(tmp_path / "p.csv")
 
 
 def scores_frame() -> pd.DataFrame:
@@ -127,17 +153,7 @@ def test_aigen_vqa_archive_gives_nine_generator_folders(aigen_zip, tmp_path):
 
     spec = load_config("config.yaml")["datasets"]["aigen-vqa"]["source"]["metadata"]
     counts = {}
-    for g in (
-        "natural",
-        "adm",
-        "biggan",
-        "glide",
-        "midjourney",
-        "sd1.4",
-        "sd1.5",
-        "vqdm",
-        "wukong",
-    ):
+    for g in AIGEN_GENERATORS:
         (tmp_path / g).mkdir()
         counts[g] = fetch_by_metadata(aigen_zip, spec, g, tmp_path / g)
     assert sum(counts.values()) == 249 and counts["natural"] == 55 and min(counts.values()) >= 13
@@ -145,7 +161,6 @@ def test_aigen_vqa_archive_gives_nine_generator_folders(aigen_zip, tmp_path):
 
 @pytest.mark.models
 def test_attribution_head_in_scores_and_predict(tiny_data, tmp_path):
-    from sidflow.cli import main
     from sidflow.evaluate.scores import score_student_views
     from sidflow.models.student import StudentConfig
     from sidflow.train.distill import DistillConfig, train_student
@@ -163,25 +178,7 @@ def test_attribution_head_in_scores_and_predict(tiny_data, tmp_path):
         set(scores["generator_pred"]) <= {"real", "toy/fake"}
         and scores["generator_pred"].notna().all()
     )
-    images = tmp_path / "imgs"
-    images.mkdir()
-    for p in sorted((tiny_data["raw"] / "fake").iterdir())[:3]:
-        (images / p.name).write_bytes(p.read_bytes())
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(out),
-                str(images),
-                "--output",
-                str(tmp_path / "p.csv"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    pred = pd.read_csv(tmp_path / "p.csv")
+    pred = predict_csv(out, sorted((tiny_data["raw"] / "fake").iterdir())[:3], tmp_path)
     assert len(pred) == 3 and set(pred["attribution"]) <= {"real", "toy/fake"}
     assert pred["attribution_p"].between(0.5, 1.0).all()  # the most likely of two sources
 
@@ -192,7 +189,6 @@ def test_nine_way_attribution_on_the_aigen_vqa_images(aigen_zip, tmp_path):
     folders (metadata), preprocessed, labelled, a student with a 9-way attribution head that
     drives its decision, scored, evaluated; the report draws the 9 x 9 matrix and
     ``sidflow predict`` writes the attributed generator."""
-    from sidflow.cli import main
     from sidflow.config import load_config, load_sheet
     from sidflow.data.manifest import label_generator
     from sidflow.data.preprocess import PreprocessParams, preprocess_generator
@@ -245,25 +241,7 @@ def test_nine_way_attribution_on_the_aigen_vqa_images(aigen_zip, tmp_path):
         ReportData("x", table, curves={"attribution": str(plots / "attribution.csv")})
     )
     assert "resnet18-attribution: accuracy" in html and html.count("<svg") == 1
-    images = tmp_path / "some"
-    images.mkdir()
-    for p in sorted((tmp_path / "raw" / "midjourney").iterdir())[:2]:
-        (images / p.name).write_bytes(p.read_bytes())
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(out),
-                str(images),
-                "--output",
-                str(tmp_path / "p.csv"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    pred = pd.read_csv(tmp_path / "p.csv")
+    pred = predict_csv(out, sorted((tmp_path / "raw" / "midjourney").iterdir())[:2], tmp_path)
     assert (
         set(pred["attribution"]) <= set(meta["student"]["generators"])
         and pred["attribution_p"].gt(0).all()

@@ -6,6 +6,8 @@ import json
 import pandas as pd
 import pytest
 
+from helpers import AIGEN_GENERATORS
+
 pytestmark = pytest.mark.workflow
 
 
@@ -36,17 +38,7 @@ def test_vqa_before_after_reproduces_the_published_figures(small_run, aigen_zip)
     per_gen = errors[(errors["scope"] == "generator")]
     for model in ("base", "finetuned"):
         keys = set(per_gen[(per_gen["model"] == model) & (per_gen["kind"] == "true-false")]["key"])
-        assert keys == {
-            "natural",
-            "adm",
-            "biggan",
-            "glide",
-            "midjourney",
-            "sd1.4",
-            "sd1.5",
-            "vqdm",
-            "wukong",
-        }
+        assert keys == set(AIGEN_GENERATORS)
     answers = pd.read_parquet(exp / "explainer/vqa-answers.parquet")
     assert answers.groupby("model").size().to_dict() == {
         "base": 150,

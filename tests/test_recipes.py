@@ -17,6 +17,15 @@ from sidflow.models.student import StudentConfig, create_student
 
 pytestmark = pytest.mark.models
 
+# CNNDetection's training augmentation (blur + JPEG, each p = 0.5; quality 30 or 100)
+AUGMENT = {
+    "blur_prob": 0.5,
+    "blur_sigma": [0.0, 3.0],
+    "jpeg_prob": 0.5,
+    "jpeg_quality": [30, 100],
+    "flip": True,
+}
+
 
 def test_attribution_head_drives_the_binary_decision():
     torch.manual_seed(0)
@@ -43,13 +52,7 @@ def test_augmented_batches_are_seeded_per_image_and_epoch(tiny_data):
 
     rows = load_images(tiny_data["manifests"][:1], tiny_data["processed"][:1], ["train"]).head(8)
     bank, ids = ImageBank(rows["jpeg"]), list(rows["image_id"])
-    spec = {
-        "blur_prob": 1.0,
-        "blur_sigma": [1.0, 2.0],
-        "jpeg_prob": 1.0,
-        "jpeg_quality": [30, 100],
-        "flip": True,
-    }
+    spec = AUGMENT | {"blur_prob": 1.0, "blur_sigma": [1.0, 2.0], "jpeg_prob": 1.0}
     a, b = (
         bank.augmented_batch(range(8), ids, 1, 0, spec),
         bank.augmented_batch(range(8), ids, 1, 0, spec),
@@ -67,13 +70,7 @@ def test_cnndetection_recipe_with_a_driving_attribution_head_trains_and_scores(t
     from sidflow.train.distill import DistillConfig, train_student
 
     out = tmp_path / "student"
-    aug = {
-        "blur_prob": 0.5,
-        "blur_sigma": [0.0, 3.0],
-        "jpeg_prob": 0.5,
-        "jpeg_quality": [30, 100],
-        "flip": True,
-    }
+    aug = dict(AUGMENT)
     train_student(StudentConfig(arch="npr", image_size=32, attribution_drives=True),
                   DistillConfig(alpha=0.0, epochs=1, batch_size=16, seed=2, generator_weight=1.0, augment=aug),
                   tiny_data["manifests"], tiny_data["processed"], {}, out,
