@@ -19,9 +19,7 @@ import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from PIL import Image
-
-from sidflow.data.images import BadImageError, normalize_image, read_image_file
+from sidflow.data.images import BadImageError, normalize_image, open_image, read_image_file
 from sidflow.io import text_path
 
 EXPLAINER_THRESHOLD = 0.5  # p("Fake") > p("Real"): the answer the explainer would give
@@ -43,19 +41,14 @@ class ExplainSession:
         self.explainer = Explainer.load(model).to(device)
         self.max_new_tokens, self.layer = max_new_tokens, gradcam_layer
         self.detectors = [load_predictor(d, device, backbone) for d in detector_dirs]
-        self.students = {}  # detector name -> (model, meta) for Grad-CAM
-        for d in detector_dirs:
-            if (Path(d) / "student.json").is_file():
-                from sidflow.models.student import load_student
-
-                self.students[str(d)] = load_student(d)
 
     def explain_bytes(self, raw: bytes, name: str) -> dict:
-        """One image's result (see :func:`result_fields`); ``raw``: the file's bytes."""
+        """One image's result; ``raw``: the file's bytes, decoded by the preprocessing's own
+        checked decoder (:func:`sidflow.data.images.open_image`: a bad image raises
+        :class:`~sidflow.data.images.BadImageError`, alpha is composited as in training)."""
         from sidflow.train.explainer import EXPLAIN_QUESTION
 
-        with Image.open(io.BytesIO(raw)) as im:
-            picture = im.convert("RGB")
+        picture = open_image(raw)[0]
         p_fake = float(self.explainer.fake_probability([picture])[0])
         reason = self.explainer.answer([picture], [EXPLAIN_QUESTION], self.max_new_tokens)[0]
         thumb = picture.copy()
@@ -72,10 +65,10 @@ class ExplainSession:
         p = float(pred.score([norm.jpeg])[0])
         out = {"model": pred.name, "p_fake": round(p, 6), "threshold": pred.threshold,
                "verdict": "fake" if p >= pred.threshold else "real", "gradcam_png": None}  # fmt: skip
-        if pred.name in self.students:
+        if pred.student is not None:  # the student the predictor scores with, for Grad-CAM
             from sidflow.evaluate.gradcam import cam_pictures
 
-            model, meta = self.students[pred.name]
+            model, meta = pred.student
             png = cam_pictures(model, meta, [norm.jpeg], [int(p >= pred.threshold)], self.layer)[0]
             out["gradcam_png"] = base64.b64encode(png).decode()
         return out
@@ -85,9 +78,9 @@ class ExplainSession:
         from sidflow.data.images import DEFAULT_MAX_BYTES
 
         try:
-            raw = read_image_file(path, max_bytes or DEFAULT_MAX_BYTES)
-            normalize_image(raw, 32, 90, 64_000_000, "jpeg")  # decodes fully: refuses non-images
-            return self.explain_bytes(raw, text_path(path))
+            return self.explain_bytes(
+                read_image_file(path, max_bytes or DEFAULT_MAX_BYTES), text_path(path)
+            )
         except (BadImageError, OSError) as exc:
             reason = str(exc) if isinstance(exc, BadImageError) else f"unreadable: {exc}"
             return quarantined(text_path(path), reason, self.name)

@@ -105,6 +105,9 @@ class Predictor:
     encode: str = "jpeg"  # the preprocessing encode mode the model was trained with
     max_bytes: int = DEFAULT_MAX_BYTES  # larger inputs are quarantined unread
     attribute: Callable[[list[bytes]], tuple[list[str], np.ndarray]] | None = None
+    student: tuple | None = (
+        None  # (model, meta) of a student detector (Grad-CAM in sidflow.explain)
+    )
 
 
 def load_predictor(
@@ -140,7 +143,7 @@ def load_predictor(
         return [sources[i] for i in prob.argmax(1)], prob.max(1)
 
     return Predictor(name=str(model_dir), score=score, threshold=float(meta["threshold"]),
-                     attribute=attribute if sources else None,
+                     attribute=attribute if sources else None, student=(model, meta),
                      size=int(pre.get("image_size", meta["student"]["image_size"])),
                      quality=int(pre.get("jpeg_quality", 90)), max_pixels=int(pre.get("max_pixels", 64_000_000)),
                      encode=str(pre.get("encode", "jpeg")))  # fmt: skip

@@ -30,7 +30,7 @@ from sidflow.data.vqa_data import QUESTION_SETS
 from sidflow.devices import select_device
 from sidflow.evaluate.vqa import error_table, load_answers, load_questions, score_answers
 from sidflow.io import read_json, write_json, write_parquet
-from sidflow.models.explainer import Explainer
+from sidflow.models.explainer import Explainer, as_rgb
 from sidflow.train.explainer import EXPLAIN_QUESTION
 
 log = logging.getLogger(__name__)
@@ -57,16 +57,10 @@ def answer_all(explainer: Explainer, images: list, questions: list[str], batch_s
     """Greedy answers to ``questions`` about ``images`` (paths or PIL images), in batches."""
     out: list[str] = []
     for i in range(0, len(questions), batch_size):
-        pics = [_rgb(p) for p in images[i : i + batch_size]]
-        out += explainer.answer(pics, questions[i : i + batch_size], max_new_tokens)
+        out += explainer.answer(
+            images[i : i + batch_size], questions[i : i + batch_size], max_new_tokens
+        )
     return out
-
-
-def _rgb(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    with Image.open(image) as im:
-        return im.convert("RGB")
 
 
 def vqa_eval(
@@ -80,9 +74,11 @@ def vqa_eval(
     scored = []
     for kind, rel in QUESTION_SETS.items():
         questions = load_questions(vqa_dir / rel)
+        pictures = [as_rgb(p) for p in questions["image"]]  # read once for both explainers
         for name, explainer in explainers.items():
-            texts = answer_all(explainer, list(questions["image"]), list(questions["question"]),
-                               batch_size, max_new_tokens)  # fmt: skip
+            texts = answer_all(
+                explainer, pictures, list(questions["question"]), batch_size, max_new_tokens
+            )
             scored.append(
                 score_answers(questions, dict(zip(questions["id"], texts, strict=True)), name)
             )

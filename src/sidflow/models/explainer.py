@@ -140,7 +140,8 @@ def build_chat_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     return fast
 
 
-def _rgb(image) -> Image.Image:
+def as_rgb(image) -> Image.Image:
+    """An image (a path or a PIL image) as RGB; the processor resizes it."""
     if isinstance(image, (str, Path)):
         with Image.open(image) as im:
             return im.convert("RGB")
@@ -256,7 +257,7 @@ class Explainer:
             raise ValueError("inputs: images, questions and answers must have the same length")
         prompts = [self.prompt(q) for q in questions]
         texts = prompts if answers is None else list(map(self.prompt, questions, answers))
-        rgb = [_rgb(im) for im in images]
+        rgb = [as_rgb(im) for im in images]
         out = self.processor(images=rgb, text=texts, padding=True, return_tensors="pt")
         batch = {k: out[k] for k in ("pixel_values", "input_ids", "attention_mask")}
         if answers is not None:

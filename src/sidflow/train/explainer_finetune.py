@@ -84,11 +84,10 @@ def run_template_conversations(
         None if y == 0 else g for y, g in zip(rows["label"], rows["generator"], strict=True)
     ]
     records = template_conversations(
-        {"path": i, "label": int(y), "generator": g, "object_class": o}
-        for i, y, g, o in zip(rows["image_id"], rows["label"], generators, obj, strict=True)
-    )
-    for rec, jpeg in zip(records, rows["jpeg"], strict=True):
-        rec["image"] = Image.fromarray(decode_jpeg_array(jpeg))
+        {"id": i, "image": Image.fromarray(decode_jpeg_array(j)), "label": int(y), "generator": g,
+         "object_class": o}
+        for i, j, y, g, o in zip(rows["image_id"], rows["jpeg"], rows["label"], generators, obj, strict=True)
+    )  # fmt: skip
     return records + true_false_conversations(records, rows["label"])
 
 
