@@ -108,18 +108,24 @@ def cmd_matrix(args) -> int:
     return run_matrix(args.mode, args.configfile or [], args.profile, args.dry_run)
 
 
+def _explain_session(args):
+    """The explainer (+ detectors) that ``explain`` and ``serve`` load from their arguments."""
+    from sidflow.devices import select_device
+    from sidflow.explain import ExplainSession
+
+    return ExplainSession(args.model, args.detector or [], str(select_device(args.device)),
+                          args.backbone, args.max_new_tokens)  # fmt: skip
+
+
 def cmd_explain(args) -> int:
     import json
 
-    from sidflow.devices import select_device
-    from sidflow.explain import ExplainSession, explain_paths, json_row, page_html
+    from sidflow.explain import explain_paths, json_row, page_html
     from sidflow.io import atomic_path
     from sidflow.predict import check_inputs
 
     items = check_inputs(args.paths)
-    session = ExplainSession(args.model, args.detector or [], str(select_device(args.device)),
-                             args.backbone, args.max_new_tokens)  # fmt: skip
-    results = list(explain_paths(session, items))
+    results = list(explain_paths(_explain_session(args), items))
     lines = "".join(json.dumps(json_row(r)) + "\n" for r in results)
     if args.output:
         with atomic_path(args.output) as tmp:
@@ -136,12 +142,9 @@ def cmd_explain(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from sidflow.devices import select_device
-    from sidflow.explain import ExplainSession
     from sidflow.serve import serve
 
-    session = ExplainSession(args.model, args.detector or [], str(select_device(args.device)),
-                             args.backbone, args.max_new_tokens)  # fmt: skip
+    session = _explain_session(args)
     print(f"sidflow serve: http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(session, args.host, args.port, args.max_upload_mb)
     return 0

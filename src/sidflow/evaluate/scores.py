@@ -96,9 +96,8 @@ def score_student_views(
     model.to(dev).to(memory_format=torch.channels_last)
     cfg, amp = meta["student"], amp_dtype(dev, meta["distill"].get("precision", "auto"))
     names = cfg.get("object_classes") or []
-    sources = (
-        cfg.get("generators") or []
-    )  # the attribution head's classes: real + dataset/generator
+    # the attribution head's classes: real + dataset/generator
+    sources = cfg.get("generators") or []
     rows = {}
     for perturbation, out_path, images, pixels in iter_views(manifest, processed_dir, views):
         if pixels is not None:
