@@ -43,7 +43,9 @@ def draw_chain(rng: np.random.Generator, spec: dict) -> list[dict]:
         lo, hi = spec["jpeg_quality"]
         if ref:
             encoder = ("jpeg_cv2", "jpeg")[int(rng.integers(2))]
-            chain.append({encoder: int(spec["jpeg_quality"][int(rng.integers(len(spec["jpeg_quality"])))])})
+            chain.append(
+                {encoder: int(spec["jpeg_quality"][int(rng.integers(len(spec["jpeg_quality"])))])}
+            )
         else:
             chain.append({"jpeg": int(rng.integers(lo, hi + 1))})
     return chain

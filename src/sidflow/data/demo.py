@@ -139,7 +139,11 @@ class DCGANGenerator(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int, stride: int, pad: int) -> list[nn.Module]:
-            return [nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            return [
+                nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(True),
+            ]
 
         self.main = nn.Sequential(
             *block(nz, ngf * 8, 1, 0),
@@ -196,7 +200,9 @@ def build_generator(generator: str, dest: Path, source: dict, seed: int) -> int:
         extra = _inject_bad_files(dest) if source.get("inject_bad_files", True) else 0
         return n + extra
     if generator in ("ae-deconv", "ae-bilinear"):
-        model = train_autoencoder(generator.split("-")[1], size, seed, int(source.get("ae_steps", 300)))
+        model = train_autoencoder(
+            generator.split("-")[1], size, seed, int(source.get("ae_steps", 300))
+        )
         crops = random_crops(n, size, np.random.default_rng([seed, 2]))
         with torch.no_grad():
             out = torch.cat([model(b) for b in _batches(_to_tensor(crops), 64)])

@@ -59,7 +59,9 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
         arr = np.asarray(img, dtype=np.float64)
         bad = ~np.isfinite(arr)
         if bad.any():  # NaN/inf pixels have no value to show: never guess one
-            raise BadImageError("non-finite pixels", f"{int(bad.sum())} of {arr.size} pixels are NaN or infinite")
+            raise BadImageError(
+                "non-finite pixels", f"{int(bad.sum())} of {arr.size} pixels are NaN or infinite"
+            )
         hi = 65535.0 if mode.startswith("I;16") else max(float(arr.max()), 1.0)
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         notes.append(f"{mode}->8bit")
@@ -99,8 +101,10 @@ def open_image(data: bytes, draft_size: int | None = None, max_pixels: int = DEF
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError as exc:
-            raise BadImageError("not an image", "no decoder recognises the file signature") from None
+        except UnidentifiedImageError:
+            raise BadImageError(
+                "not an image", "no decoder recognises the file signature"
+            ) from None
         except Image.DecompressionBombError as exc:
             raise BadImageError("decompression bomb", str(exc)) from None
         except Image.DecompressionBombWarning as exc:
@@ -118,7 +122,9 @@ def open_image(data: bytes, draft_size: int | None = None, max_pixels: int = DEF
                 "decompression bomb", f"{img.width}x{img.height} exceeds {max_pixels} pixels"
             )
         if getattr(img, "n_frames", 1) > 1:
-            raise BadImageError("animated image", f"{img.n_frames} frames; which frame is ambiguous")
+            raise BadImageError(
+                "animated image", f"{img.n_frames} frames; which frame is ambiguous"
+            )
         try:
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))
@@ -143,9 +149,13 @@ def read_image_file(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> byt
 
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
-        raise BadImageError("special file", f"not a regular file (mode {stat.filemode(st.st_mode)}); not read")
+        raise BadImageError(
+            "special file", f"not a regular file (mode {stat.filemode(st.st_mode)}); not read"
+        )
     if st.st_size > max_bytes:
-        raise BadImageError("file too large", f"{st.st_size} bytes > max_bytes {max_bytes}; not read")
+        raise BadImageError(
+            "file too large", f"{st.st_size} bytes > max_bytes {max_bytes}; not read"
+        )
     return Path(path).read_bytes()
 
 
@@ -158,7 +168,13 @@ def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
 
 def encode_jpeg(img: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=int(quality), subsampling=0 if quality >= 90 else 2, optimize=False)
+    img.save(
+        buf,
+        format="JPEG",
+        quality=int(quality),
+        subsampling=0 if quality >= 90 else 2,
+        optimize=False,
+    )
     return buf.getvalue()
 
 
@@ -184,7 +200,10 @@ def normalize_image(
     if encode == "jpeg":
         body, encoding = encode_jpeg(out, jpeg_quality), "jpeg"
     elif encode == "original" and out is img and not notes and not _transposed(data):
-        body, encoding = data, f"original-{info['source_format']}"  # nothing changed: keep the bytes
+        body, encoding = (
+            data,
+            f"original-{info['source_format']}",
+        )  # nothing changed: keep the bytes
     else:
         body, encoding = encode_png(out), "png"
     return Normalized(

@@ -33,7 +33,11 @@ def _unit(image_id: str, salt: str = "") -> float:
     """The image's hash as a number in [0, 1): its place in every split decision."""
     import hashlib
 
-    digest = hashlib.sha256((salt + image_id).encode()).digest() if salt else bytes.fromhex(image_id[:16])
+    digest = (
+        hashlib.sha256((salt + image_id).encode()).digest()
+        if salt
+        else bytes.fromhex(image_id[:16])
+    )
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -89,7 +93,9 @@ def parse_object_class(source_path: str, spec: dict | None) -> str | None:
     if names and str(value).isdigit():
         index = int(value) - int(spec.get("index_base", 0))
         if not 0 <= index < len(names):
-            raise ValueError(f"{source_path}: object class {value} is outside the {len(names)} names")
+            raise ValueError(
+                f"{source_path}: object class {value} is outside the {len(names)} names"
+            )
         return names[index]
     return str(value)
 
@@ -109,7 +115,9 @@ def build_manifest(
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
     df = df.sort_values("source_path", kind="stable").reset_index(drop=True)
     if label not in LABELS:
-        raise ValueError(f"{dataset}/{generator}: label must be one of {sorted(LABELS)}, got {label!r}")
+        raise ValueError(
+            f"{dataset}/{generator}: label must be one of {sorted(LABELS)}, got {label!r}"
+        )
     dup_mask = df.duplicated("image_id", keep="first")
     exact = df[dup_mask].assign(kind="exact duplicate of an earlier file")
     df = df[~dup_mask].reset_index(drop=True)
@@ -122,7 +130,9 @@ def build_manifest(
     cross = df[df["pixel_sha256"].isin(by_pixels[by_pixels > 1].index)].assign(
         kind="same processed image in several splits"
     )
-    dups = pd.concat([exact, cross], ignore_index=True)[["image_id", "source_path", "pixel_sha256", "kind"]]
+    dups = pd.concat([exact, cross], ignore_index=True)[
+        ["image_id", "source_path", "pixel_sha256", "kind"]
+    ]
     return df, dups
 
 
@@ -138,7 +148,9 @@ def label_generator(
     split_salt: str = "",
 ) -> dict:
     """Run the label step for one generator; write manifest, duplicates and a summary."""
-    manifest, dups = build_manifest(processed_dir, dataset, generator, label, fractions, object_class, split_salt)
+    manifest, dups = build_manifest(
+        processed_dir, dataset, generator, label, fractions, object_class, split_salt
+    )
     write_parquet(manifest_path, manifest)
     write_parquet(duplicates_path, dups)
     summary = {

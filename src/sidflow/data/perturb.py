@@ -36,7 +36,11 @@ def check_chain(chain: Sequence[dict]) -> None:
             )
         ((op, value),) = step.items()
         if isinstance(value, dict):
-            if op not in RANDOMISED or RANDOMISED[op] not in value or set(value) - {RANDOMISED[op], "p"}:
+            if (
+                op not in RANDOMISED
+                or RANDOMISED[op] not in value
+                or set(value) - {RANDOMISED[op], "p"}
+            ):
                 raise ValueError(f"perturbation step {step!r}: a randomised step is "
                                  f"{{{op}: {{{RANDOMISED.get(op, '?')}: v or [a, b], p: prob}}}}")  # fmt: skip
             if not 0 <= float(value.get("p", 1.0)) <= 1:
@@ -72,7 +76,9 @@ def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
         elif op == "jpeg_cv2":  # OpenCV's encoder (other tables and rounding than PIL's)
             import cv2
 
-            ok, enc = cv2.imencode(".jpg", np.asarray(img)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(value)])
+            ok, enc = cv2.imencode(
+                ".jpg", np.asarray(img)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(value)]
+            )
             if not ok:
                 raise ValueError(f"OpenCV could not encode a JPEG at quality {value}")
             img = Image.fromarray(cv2.imdecode(enc, cv2.IMREAD_COLOR)[..., ::-1])
@@ -82,7 +88,9 @@ def apply_chain(arr: np.ndarray, chain: Sequence[dict]) -> np.ndarray:
             from scipy.ndimage import gaussian_filter
 
             a = np.asarray(img).astype(np.float64)
-            out = np.stack([gaussian_filter(a[..., c], sigma=float(value)) for c in range(3)], axis=-1)
+            out = np.stack(
+                [gaussian_filter(a[..., c], sigma=float(value)) for c in range(3)], axis=-1
+            )
             img = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
         elif op == "jitter":  # brightness, contrast, saturation in [1-v, 1+v], seeded by the image
             rng = np.random.default_rng(zlib.crc32(np.asarray(img).tobytes()))

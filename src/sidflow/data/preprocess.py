@@ -29,6 +29,7 @@ from sidflow.tables import PART_SCHEMA, QUARANTINE_SCHEMA
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class PreprocessParams:
     image_size: int = 64
@@ -81,14 +82,21 @@ def process_one(args: tuple[Path, str, PreprocessParams]) -> tuple[str, dict]:
     except OSError as exc:
         return quarantined("unreadable file", str(exc))
     try:
-        norm = normalize_image(data, params.image_size, params.jpeg_quality, params.max_pixels, params.encode)
+        norm = normalize_image(
+            data, params.image_size, params.jpeg_quality, params.max_pixels, params.encode
+        )
     except BadImageError as exc:
         return quarantined(exc.reason, exc.detail, data)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill a 2M-image run
         return quarantined("unexpected decoder error", f"{type(exc).__name__}: {exc}", data)
     image_id = sha256_bytes(data)
     row = asdict(norm)
-    row.update(image_id=image_id, source_path=rel, source_bytes=len(data), pixel_sha256=sha256_bytes(norm.jpeg))
+    row.update(
+        image_id=image_id,
+        source_path=rel,
+        source_bytes=len(data),
+        pixel_sha256=sha256_bytes(norm.jpeg),
+    )
     return "ok", row
 
 
@@ -135,7 +143,10 @@ def preprocess_generator(
     shard_keys = [_shard_key(raw_dir, shard) for shard in shards]
     done_keys = read_json(plan_file).get("shard_keys", []) if plan_file.exists() else []
     partial.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, {"key": key, "inputs": len(inputs), "params": asdict(params), "shard_keys": shard_keys})
+    write_json(
+        plan_file,
+        {"key": key, "inputs": len(inputs), "params": asdict(params), "shard_keys": shard_keys},
+    )
     # fork: workers need nothing but this module, and spawn would re-run the calling
     # script (a Snakemake script cannot be re-imported outside Snakemake).
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
@@ -150,15 +161,30 @@ def preprocess_generator(
                     continue
                 log.info("shard %d: its files changed since it was written, redoing it", index)
             jobs = [(raw_dir, rel, params) for rel in shard]
-            results = pool.map(process_one, jobs, chunksize=64) if pool else list(map(process_one, jobs))
+            results = (
+                pool.map(process_one, jobs, chunksize=64) if pool else list(map(process_one, jobs))
+            )
             ok = [r for status, r in results if status == "ok"]
             bad = [r for status, r in results if status == "quarantine"]
             for row in bad:
-                log.warning("quarantined %s: %s (%s)", raw_dir / row["source_path"], row["reason"], row["detail"])
-            write_parquet(qpart, pd.DataFrame(bad, columns=QUARANTINE_SCHEMA.names), QUARANTINE_SCHEMA)
+                log.warning(
+                    "quarantined %s: %s (%s)",
+                    raw_dir / row["source_path"],
+                    row["reason"],
+                    row["detail"],
+                )
+            write_parquet(
+                qpart, pd.DataFrame(bad, columns=QUARANTINE_SCHEMA.names), QUARANTINE_SCHEMA
+            )
             write_parquet(part, pd.DataFrame(ok, columns=PART_SCHEMA.names), PART_SCHEMA)
             if progress or index % 10 == 0:
-                log.info("shard %d/%d: %d written, %d quarantined", index + 1, len(shards), len(ok), len(bad))
+                log.info(
+                    "shard %d/%d: %d written, %d quarantined",
+                    index + 1,
+                    len(shards),
+                    len(ok),
+                    len(bad),
+                )
     finally:
         if pool:
             pool.close()
@@ -166,7 +192,9 @@ def preprocess_generator(
     return _finalize(partial, out_dir, len(inputs), len(shards), params)
 
 
-def _finalize(partial: Path, out_dir: Path, n_inputs: int, n_shards: int, params: PreprocessParams) -> dict:
+def _finalize(
+    partial: Path, out_dir: Path, n_inputs: int, n_shards: int, params: PreprocessParams
+) -> dict:
     import pyarrow.parquet as pq
 
     qparts = [partial / f"quarantine-{i:05d}.parquet" for i in range(n_shards)]
@@ -182,9 +210,13 @@ def _finalize(partial: Path, out_dir: Path, n_inputs: int, n_shards: int, params
         "inputs": n_inputs,
         "written": int(written),
         "quarantined": int(len(quarantine)),
-        "quarantine_reasons": {str(k): int(v) for k, v in quarantine["reason"].value_counts().items()},
+        "quarantine_reasons": {
+            str(k): int(v) for k, v in quarantine["reason"].value_counts().items()
+        },
         "shards": n_shards,
-        "encodings": {str(k): int(v) for k, v in encodings.items()},  # how the processed bytes are encoded
+        "encodings": {
+            str(k): int(v) for k, v in encodings.items()
+        },  # how the processed bytes are encoded
         "params": asdict(params),
     }
     if summary["inputs"] != summary["written"] + summary["quarantined"]:
@@ -197,7 +229,11 @@ def _finalize(partial: Path, out_dir: Path, n_inputs: int, n_shards: int, params
     shutil.rmtree(partial)
     log.info(
         "%s: %d inputs = %d written + %d quarantined %s",
-        out_dir, n_inputs, summary["written"], summary["quarantined"], summary["quarantine_reasons"],
+        out_dir,
+        n_inputs,
+        summary["written"],
+        summary["quarantined"],
+        summary["quarantine_reasons"],
     )
     return summary
 

@@ -46,7 +46,9 @@ def _scan(raw_dir: Path) -> list[tuple[str, int, int]]:
                     stack.append((prefix + entry.name + "/", entry.path))
                 elif entry.name != MARKER:
                     st = entry.stat(follow_symlinks=False)
-                    out.append((prefix + entry.name, st.st_size, st.st_mtime_ns))  # raw name: opened below
+                    out.append(
+                        (prefix + entry.name, st.st_size, st.st_mtime_ns)
+                    )  # raw name: opened below
     out.sort()
     return out
 
@@ -60,7 +62,9 @@ def _digest(path: Path) -> str:
     return sha256_file(path)
 
 
-def build_index(raw_dir: str | os.PathLike, stat_cache: str | os.PathLike | None = None) -> pd.DataFrame:
+def build_index(
+    raw_dir: str | os.PathLike, stat_cache: str | os.PathLike | None = None
+) -> pd.DataFrame:
     """Every file below ``raw_dir`` with its size and SHA-256 (sorted by path).
 
     Digests of files whose (size, mtime) match ``stat_cache`` are reused; the cache is
@@ -115,7 +119,9 @@ def lock_held(locks_dir: str | os.PathLike = ".snakemake/locks") -> bool:
     folder = Path(locks_dir)
     held = folder.is_dir() and any(folder.glob("*.lock"))
     if held:
-        log.warning("another Snakemake run holds the lock (%s): raw indexes are not refreshed", folder)
+        log.warning(
+            "another Snakemake run holds the lock (%s): raw indexes are not refreshed", folder
+        )
     return held
 
 
