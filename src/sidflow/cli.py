@@ -3,6 +3,7 @@
     sidflow predict --model results/demo/models/student-kd images/ more/*.png --output preds.csv
     sidflow validate-config [--configfile experiments/cifake.yaml]
     sidflow hash FILE...          # sha256 to pin a dataset archive in config
+    sidflow dataset add mine data/mine [--train sd14] [--dry-run]   # your own images: sheet + overlay
     sidflow train-student --spec spec.json   # also: torchrun ... -m sidflow.cli train-student
     sidflow export --model results/demo/models/student-kd --format onnx torchscript
     sidflow matrix --mode cross --configfile experiments/lsun-cross.yaml   # one experiment per cell
@@ -60,12 +61,11 @@ def cmd_predict(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from sidflow.config import ConfigError, load_config
-    from sidflow.probe.plan import check_probe
+    from sidflow.checks import load_checked
+    from sidflow.config import ConfigError
 
-    try:  # the Snakefile's checks: schema, semantics, sources, generators sheet, probe grid
-        cfg = load_config(args.config, overlays=args.configfile or [])
-        check_probe(cfg)
+    try:  # exactly the workflow's checks (sidflow.checks: the one validation path)
+        cfg, _ = load_checked(args.config, overlays=args.configfile or [])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -99,6 +99,16 @@ def cmd_hash(args) -> int:
 
     for f in args.files:
         print(f"{sha256_file(f)}  {f}")
+    return 0
+
+
+def cmd_dataset_add(args) -> int:
+    from sidflow.data.dataset_add import add_dataset
+
+    result = add_dataset(args.name, args.path, train=args.train, sheet=args.sheet,
+                         overlay_dir=args.overlay_dir, force=args.force, dry_run=args.dry_run,
+                         verify=args.verify)  # fmt: skip
+    print(result.summary())
     return 0
 
 
@@ -147,6 +157,41 @@ def cmd_serve(args) -> int:
     session = _explain_session(args)
     print(f"sidflow serve: http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
     serve(session, args.host, args.port, args.max_upload_mb)
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from sidflow.gc import remove, unreferenced
+
+    root = Path(".")
+    garbage, refs = unreferenced(root, extra=args.configfile or [])
+    for label, why in refs.failed.items():
+        print(f"# not planned (its stores are not protected): {label}: {why}", file=sys.stderr)
+    if refs.failed and args.yes and not args.force:
+        print("refusing --yes while a config could not be planned (its stores would look "
+              "unused); fix it, or add --force", file=sys.stderr)  # fmt: skip
+        return 2
+    for store in garbage:
+        print(store)
+    if args.yes:
+        remove(root, garbage)
+    print(f"# {len(garbage)} store(s) no experiment references"
+          + ("; removed" if args.yes else "; sidflow gc --yes removes them"), file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_teacher_dir(args) -> int:
+    from sidflow.checks import load_checked
+    from sidflow.config import ConfigError
+
+    try:
+        cfg, plan = load_checked(args.config, overlays=args.configfile or [], sources=False)
+        if args.teacher not in cfg["teachers"]:
+            raise ConfigError(f"teacher {args.teacher!r} is not defined under teachers")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(plan.teacher_dir(args.teacher))
     return 0
 
 
@@ -212,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hash", help="print sha256 of files (to pin dataset archives in config)")
     h.add_argument("files", nargs="+")
     h.set_defaults(func=cmd_hash)
+    ds = sub.add_parser("dataset", help="bring your own images: sidflow dataset add NAME PATH")
+    dsub = ds.add_subparsers(dest="dataset_command", required=True)
+    da = dsub.add_parser(
+        "add", help="recognise a folder's layout, write its generators-sheet rows and an overlay"
+    )
+    da.add_argument("name", help="dataset name (lower-case letters, digits, . _ -)")
+    da.add_argument("path", help="the folder (relative paths: to where snakemake runs)")
+    da.add_argument("--train", nargs="+", help="generators to train on (default: all); each "
+                    "fake's own reals are added")  # fmt: skip
+    da.add_argument("--sheet", default="config/generators.tsv", help="the generators sheet")
+    da.add_argument("--overlay-dir", default="experiments", help="where <NAME>.yaml is written")
+    da.add_argument("--force", action="store_true", help="replace the dataset's rows and overlay")
+    da.add_argument("--dry-run", action="store_true", help="report and print, write nothing")
+    da.add_argument("--verify", action="store_true", help="also open every image with PIL")
+    da.set_defaults(func=cmd_dataset_add)
     m = sub.add_parser(
         "matrix", help="cross-generator / leave-one-generator-out matrix of experiments"
     )
@@ -224,6 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="write the cell overlays and dry-run each cell"
     )
     m.set_defaults(func=cmd_matrix)
+    g = sub.add_parser(
+        "gc", help="list (--yes: remove) teacher models and caches no experiment uses"
+    )
+    g.add_argument("--configfile", action="append", help="your overlay: keep what it uses too")
+    g.add_argument("--yes", action="store_true", help="remove what is listed")
+    g.add_argument("--force", action="store_true", help="--yes even if a preset fails to plan")
+    g.set_defaults(func=cmd_gc)
+    td = sub.add_parser("teacher-dir", help="print the folder a teacher of this config trains into")
+    td.add_argument("teacher")
+    td.add_argument("--config", default="config.yaml")
+    td.add_argument("--configfile", action="append", help="overlay, as with snakemake --configfile")
+    td.set_defaults(func=cmd_teacher_dir)
     x = sub.add_parser("explain", help="the explainer's verdict and reason per image (+ detectors)")
     x.add_argument("paths", nargs="+", help="files, folders (recursive) or glob patterns")
     _explainer_args(x)
