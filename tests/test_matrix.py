@@ -64,7 +64,7 @@ def test_cell_overlays_make_valid_experiments(repo, monkeypatch, tmp_path):
         cell = load_config("config.yaml", overlays=["experiments/demo-cross.yaml", str(path)])
         assert cell["experiment"]["name"] == name
         assert cell["experiment"]["train_generators"] == cells[name]
-        assert cell["experiment"]["run_students"] == ["student-nokd"]
+        assert cell["experiment"]["detectors"] == ["student-nokd"]
 
 
 def test_kd_students_are_refused_when_teachers_would_change_per_cell(repo, monkeypatch):

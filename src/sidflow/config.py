@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
@@ -25,6 +25,8 @@ from sidflow.registry import DETECTOR_KINDS, DetectorKind, UnknownNameError
 
 SCHEMA_DIR = Path("workflow/schemas")
 RAW_DIR = Path("data/raw")  # the download step's output: data/raw/<dataset>/<generator>
+TEACHERS_DIR = "results/teachers"  # fine-tuned teachers: <name>/<key> (Plan.teacher_key)
+CACHE_DIR = "results/cache"  # teacher caches: <name>/<key>/<dataset>/<generator>.parquet
 
 # Detector names (in scores, metrics and output paths). Which kind a name is comes from
 # Plan.detector_kind, never from the name itself.
@@ -75,8 +77,9 @@ def validate(instance: dict, schema_path: str | Path, set_defaults: bool = True)
     return instance
 
 
-def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
-    """Checks a JSON Schema cannot express: sums, cross references."""
+def check_semantics(cfg: dict, sheet: pd.DataFrame, sources: bool = True) -> None:
+    """Checks a JSON Schema cannot express: sums, cross references; with ``sources``, that
+    every local source in use exists (:func:`check_sources`)."""
     total = sum(cfg["splits"][s] for s in ("train", "val", "test"))
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"splits: fractions must sum to 1, got {total}")
@@ -104,12 +107,7 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
         if t.endswith("-caption"):
             raise ConfigError(f"teachers.{t}: a teacher name may not end in '-caption' (teacher-{t} "
                               "would be read as the caption detector of another teacher)")  # fmt: skip
-    for name, variant in exp.get("students", {}).items():
-        for t in variant.get("teachers", []):
-            if t not in exp.get("teachers", []):
-                raise ConfigError(
-                    f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
-                )
+    check_selection(exp, cfg)
     for name in cfg.get("perturbations", {}):
         if re.fullmatch(r"none|aug\d+", name):
             raise ConfigError(
@@ -127,15 +125,69 @@ def check_semantics(cfg: dict, sheet: pd.DataFrame) -> None:
             raise ConfigError(
                 f"experiment.perturbations: {name!r} is not defined under perturbations"
             )
-    for name in exp.get("run_rine") or []:
-        if name not in (exp.get("rine") or {}):
-            raise ConfigError(f"experiment.run_rine: {name!r} is not defined under experiment.rine")
-    for name in exp.get("run_students") or []:
-        if name not in exp.get("students", {}):
+    if sources:
+        check_sources(cfg, sheet)
+
+
+def selected(exp: dict, kind: str) -> list[str]:
+    """The ``student`` or ``rine`` detectors an experiment trains: its ``detectors`` selection,
+    else the older ``run_students`` / ``run_rine`` list (may be empty: none), else every
+    defined one (``explainer``: whether the selection leaves it in)."""
+    catalogue = {"student": exp.get("students") or {}, "rine": exp.get("rine") or {}}
+    if "detectors" in exp:
+        if kind == "explainer":
+            return [EXPLAINER_DETECTOR] if EXPLAINER_DETECTOR in exp["detectors"] else []
+        return [d for d in exp["detectors"] if d in catalogue[kind]]
+    if kind == "explainer":
+        return [EXPLAINER_DETECTOR]
+    run = exp.get(SELECTION_KEYS[kind])
+    return list(run) if run is not None else list(catalogue[kind])
+
+
+SELECTION_KEYS = {"student": "run_students", "rine": "run_rine"}
+
+
+def check_selection(exp: dict, cfg: dict) -> None:
+    """The selected detectors exist and fit the experiment; unselected definitions (the base
+    config's demo detectors an overlay inherits) are not checked."""
+    students, rines = exp.get("students") or {}, exp.get("rine") or {}
+    if "detectors" in exp:
+        older = [k for k in SELECTION_KEYS.values() if k in exp]
+        if older:
             raise ConfigError(
-                f"experiment.run_students: {name!r} is not defined under experiment.students"
+                f"experiment.detectors and experiment.{'/'.join(older)} are both set: detectors "
+                "replaces the older lists; give one selection (detectors: [...])"
             )
-    check_sources(cfg, sheet)
+        known = [*students, *rines]
+        if cfg.get("explainer", {}).get("enabled"):
+            known.append(EXPLAINER_DETECTOR)
+        for name in exp["detectors"]:
+            if name not in known:
+                raise ConfigError(
+                    f"experiment.detectors: {name!r} is not defined (student variants under "
+                    f"experiment.students, RINE detectors under experiment.rine, 'explainer' "
+                    f"when explainer.enabled; defined: {sorted(known)})"
+                )
+    for kind, key, defined in (("rine", "run_rine", rines), ("student", "run_students", students)):
+        for name in exp.get(key) or []:
+            if name not in defined:
+                where = "experiment.rine" if kind == "rine" else "experiment.students"
+                raise ConfigError(f"experiment.{key}: {name!r} is not defined under {where}")
+    teachers = exp.get("teachers", [])
+    for name in selected(exp, "student"):
+        variant = students[name]
+        for t in variant.get("teachers", []):
+            if t not in teachers:
+                raise ConfigError(
+                    f"experiment.students.{name}.teachers: {t!r} is not an experiment teacher"
+                )
+        distils = variant.get("alpha", 1.0) != 0 or variant.get("beta", 0.0) != 0
+        if distils and not (variant.get("teachers") or teachers):
+            raise ConfigError(
+                f"experiment.students.{name}: distils from teachers (alpha/beta > 0) but "
+                "experiment.teachers is empty; select the detectors this run trains with "
+                "experiment.detectors (e.g. detectors: [student-nokd]) or set its alpha and beta to 0"
+            )
 
 
 def check_sources(cfg: dict, sheet: pd.DataFrame) -> None:
@@ -233,7 +285,7 @@ RINE_GRID_AXES = {
 def expand_rine_grid(cfg: dict) -> list[str]:
     """``rine_grid`` -> one RINE detector per cell (``rine-grid-n2-d128-c0.2-lr0.001``...),
     each the ``base`` detector's settings with the cell's values, added to ``experiment.rine``
-    (and to ``run_rine`` when that list is given); in place, after schema validation (so the
+    (and to ``run_rine`` or ``detectors`` when that list is given); in place, after schema validation (so the
     base carries its defaults). Returns the cells' names."""
     grid = cfg.get("rine_grid")
     if not grid:
@@ -250,9 +302,10 @@ def expand_rine_grid(cfg: dict) -> list[str]:
         name = "rine-grid-" + "-".join(f"{RINE_GRID_AXES[k]}{v:g}" for k, v in cell.items())
         rines[name] = {**rines[grid["base"]], **cell}
         names.append(name)
-    run = cfg["experiment"].get("run_rine")
-    if run is not None:
-        cfg["experiment"]["run_rine"] = list(dict.fromkeys([*run, *names]))
+    for key in ("run_rine", "detectors"):  # a selection list selects the grid's cells too
+        run = cfg["experiment"].get(key)
+        if run is not None:
+            cfg["experiment"][key] = list(dict.fromkeys([*run, *names]))
     return names
 
 
@@ -309,6 +362,7 @@ class Plan:
 
     cfg: dict
     sheet: pd.DataFrame
+    _teacher_keys: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def generators(self) -> list[tuple[str, str]]:
         rows = self.sheet[self.sheet["dataset"].isin(self.cfg["use_datasets"])]
@@ -347,6 +401,35 @@ class Plan:
     def teacher_train_keys(self, teacher: str) -> list[str]:
         return list(self.cfg["teachers"][teacher].get("train_generators") or self.train_keys())
 
+    def teacher_key(self, teacher: str) -> str:
+        """Ten hex digits of what determines ``teacher``'s fine-tuned model: its settings,
+        its training generators (their sheet rows and dataset sources), preprocessing, splits
+        and the seed. Its model and caches live under ``<name>/<key>``, so experiments that
+        train a teacher differently never replace each other's, and equal ones share it."""
+        if teacher in self._teacher_keys:
+            return self._teacher_keys[teacher]
+        keys = self.teacher_train_keys(teacher)
+        datasets = sorted({k.partition("/")[0] for k in keys})
+        determined_by = {
+            "teacher": teacher,
+            "settings": self.cfg["teachers"][teacher],
+            "train": keys,
+            "rows": [self.generator_row(*k.split("/", 1)) for k in keys],
+            "sources": {d: self.cfg["datasets"][d]["source"] for d in datasets},
+            "preprocess": self.cfg["preprocess"],
+            "splits": self.cfg["splits"],
+            "seed": self.cfg["seed"],
+        }
+        return self._teacher_keys.setdefault(teacher, config_digest(determined_by)[:10])
+
+    def teacher_dir(self, teacher: str) -> str:
+        """The fine-tuned teacher's folder, ``results/teachers/<name>/<key>``."""
+        return f"{TEACHERS_DIR}/{teacher}/{self.teacher_key(teacher)}"
+
+    def teacher_cache(self, teacher: str, key: str) -> str:
+        """The teacher's cache file of one generator (``dataset/generator`` ``key``)."""
+        return f"{CACHE_DIR}/{teacher}/{self.teacher_key(teacher)}/{key}.parquet"
+
     def student_teachers(self, variant: str) -> list[str]:
         v = self.experiment["students"][variant]
         if v.get("alpha", 1.0) == 0 and v.get("beta", 0.0) == 0:
@@ -354,15 +437,12 @@ class Plan:
         return list(v.get("teachers") or self.experiment.get("teachers", []))
 
     def students(self) -> list[str]:
-        """The student variants this run trains: ``run_students`` (may be empty: none), else
-        every defined one."""
-        run = self.experiment.get("run_students")
-        return list(run) if run is not None else list(self.experiment.get("students", {}))
+        """The student variants this run trains (:func:`selected`)."""
+        return selected(self.experiment, "student")
 
     def rines(self) -> list[str]:
-        """The RINE detectors this run trains: ``run_rine`` (may be empty), else every defined one."""
-        run = self.experiment.get("run_rine")
-        return list(run) if run is not None else list(self.experiment.get("rine") or {})
+        """The RINE detectors this run trains (:func:`selected`)."""
+        return selected(self.experiment, "rine")
 
     def trained(self) -> list[str]:
         """Detectors scored from images (students and RINE): the ones perturbations apply to."""
@@ -376,7 +456,8 @@ class Plan:
     def explainer_scored(self) -> bool:
         """Whether the explainer is trained and scored as a detector in this run."""
         ex = self.cfg.get("explainer", {})
-        return bool(ex.get("enabled") and ex.get("score", True))
+        chosen = bool(selected(self.experiment, "explainer"))
+        return bool(ex.get("enabled") and ex.get("score", True) and chosen)
 
     # -- detectors and their kinds -----------------------------------------------------------
     def teacher_detector(self, teacher: str) -> str:

@@ -77,13 +77,19 @@ def check_probe(cfg: dict) -> None:
     # nobody selected (e.g. a teacher's backbone while the run has no teachers) is never in the way
     for name in leaf_backbones(probe):
         spec = bbs[name]
+        hint = (
+            f" (probe.grid.backbones / probe.cross.backbone select {name!r}: choose other "
+            "backbones there, or probe: {enabled: false})"
+        )
         if spec["arch"] == "teacher" and spec.get("teacher") not in exp["teachers"]:
             raise ValueError(
-                f"probe.backbones.{name}: teacher {spec.get('teacher')!r} is not in experiment.teachers"
+                f"probe.backbones.{name}: teacher {spec.get('teacher')!r} is not in "
+                f"experiment.teachers{hint}"
             )
         if spec["arch"] == "student" and spec.get("student") not in exp.get("students", {}):
             raise ValueError(
-                f"probe.backbones.{name}: student {spec.get('student')!r} is not in experiment.students"
+                f"probe.backbones.{name}: student {spec.get('student')!r} is not in "
+                f"experiment.students{hint}"
             )
     if probe["cross"].get("reduction", "none") not in probe["reductions"]:
         raise ValueError(
