@@ -2,7 +2,7 @@
 
     python bench/cifake.py                          # main run (experiments/cifake.yaml)
     python bench/cifake.py --ablations              # + experiments/cifake-ablations.yaml
-    python bench/cifake.py --fresh                  # delete CIFAKE data/results first
+    python bench/cifake.py --fresh                  # delete CIFAKE data and its own results first
 
 Runs ``snakemake --profile profiles/local`` with the overlays, then reads the per-job
 ``benchmark:`` files every rule writes under ``logs/benchmarks/`` (wall seconds and
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from sidflow.gc import own_stores
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("download", "preprocess", "label", "teacher_finetune", "teacher_cache", "student_distill",
@@ -58,9 +60,11 @@ def main() -> int:
     overlays = ["experiments/cifake.yaml"] + (
         ["experiments/cifake-ablations.yaml"] if args.ablations else []
     )
-    if args.fresh:
-        for d in ("data/raw/cifake", "data/processed/cifake", "data/manifests/cifake", "results/cifake",
-                  "results/cache", "results/teachers", "results/report/cifake", "logs/benchmarks"):  # fmt: skip
+    if args.fresh:  # only this experiment's outputs (and the CIFAKE data, re-derived alike)
+        own = own_stores(ROOT, overlays)  # its teachers and caches no other experiment uses
+        for d in ("data/raw/cifake", "data/processed/cifake", "data/manifests/cifake",
+                  "results/cifake", "results/report/cifake", *own):  # fmt: skip
+            print("- removing", d, flush=True)
             shutil.rmtree(ROOT / d, ignore_errors=True)
     snakemake = shutil.which("snakemake") or str(Path(sys.executable).with_name("snakemake"))
     cmd = [

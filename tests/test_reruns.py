@@ -79,7 +79,8 @@ def test_changed_test_generator_reruns_only_its_jobs_and_new_cache_rows(work):
     r = run_snakemake(work, "--configfile", "small.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
     for teacher in ("vitgpt2", "blip2"):
-        log = (work / f"logs/teacher_cache/{teacher}/demo/ae-bilinear.log").read_text()
+        (log_path,) = (work / f"logs/teacher_cache/{teacher}").glob("*/demo/ae-bilinear.log")
+        log = log_path.read_text()  # logs/teacher_cache/<name>/<key>/...: one key in this run
         cached, todo = map(int, re.findall(r"(\d+) rows cached, (\d+) to compute", log)[-1])
         # only the new and the changed image are computed (the changed one may land in the
         # train/val/test split the old one had or another, it is a new image_id either way)
@@ -92,3 +93,21 @@ def test_changed_training_generator_retrains(work):
     jobs = planned_jobs(dry_run(work))
     assert jobs["teacher_finetune"] == 2 and jobs["student_distill"] == 2
     assert jobs["rine_train"] == 2 and jobs["preprocess"] == 1  # rine and its rine-mean ablation
+
+
+def test_experiments_never_replace_each_others_teachers(work):
+    """demo -> an overlay that fine-tunes the teachers differently -> demo: the second run
+    trains its own keyed teachers beside the first's, and the third run plans nothing."""
+    first = {p: p.stat().st_mtime_ns for p in (work / "results/teachers").rglob("*") if p.is_file()}
+    (work / "other.yaml").write_text(
+        "teachers: {vitgpt2: {finetune: {epochs: 2}}}\n"
+        "experiment: {name: other, teachers: [vitgpt2], detectors: [student-kd], perturbations: []}\n"
+        "probe: {enabled: false}\ngradcam: {enabled: false}\n"
+    )
+    r = run_snakemake(work, "--configfile", "small.yaml", "other.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    keys = sorted(p.name for p in (work / "results/teachers/vitgpt2").iterdir())
+    assert len(keys) == 2, keys  # the smoke run's key and the other run's
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # the first teachers untouched
+    assert (work / "results/other/models/student-kd").is_dir()
+    assert "Nothing to be done" in dry_run(work)

@@ -1,7 +1,7 @@
 rule clip_backbone:
     """The frozen CLIP image encoder RINE reads (tiny from seed, or a real checkpoint)."""
     output:
-        directory("results/backbones/clip"),
+        directory(clip_dir()),
     log:
         "logs/clip_backbone.log",
     benchmark:
@@ -19,14 +19,11 @@ rule clip_features:
     """Per-block CLIP CLS tokens of one generator's images, clean and under each
     perturbation (Parquet per view; the encoder is loaded once per job)."""
     input:
-        backbone="results/backbones/clip",
+        backbone=clip_dir(),
         manifest="data/manifests/{dataset}/{generator}.parquet",
         processed="data/processed/{dataset}/{generator}",
     output:
-        expand(
-            "results/features/clip/{{dataset}}/{{generator}}/{view}.parquet",
-            view=score_views(),
-        ),
+        clip_feature_files(score_views()),
     log:
         "logs/clip_features/{dataset}/{generator}.log",
     benchmark:
@@ -51,14 +48,11 @@ if clip_aug_views():
         """CLIP tokens of one training generator's images under each seeded draw of the
         training augmentation (``aug1..augK``; one job per generator)."""
         input:
-            backbone="results/backbones/clip",
+            backbone=clip_dir(),
             manifest="data/manifests/{dataset}/{generator}.parquet",
             processed="data/processed/{dataset}/{generator}",
         output:
-            expand(
-                "results/features/clip/{{dataset}}/{{generator}}/{view}.parquet",
-                view=clip_aug_views(),
-            ),
+            clip_feature_files(clip_aug_views()),
         log:
             "logs/clip_train_views/{dataset}/{generator}.log",
         benchmark:

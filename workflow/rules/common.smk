@@ -4,31 +4,19 @@
 import re
 from pathlib import Path
 
-from sidflow.config import (
-    AUDIT_DETECTOR,
-    CAPTION_DETECTOR,
-    Plan,
-    check_semantics,
-    config_digest,
-    expand_rine_grid,
-    load_sheet,
-)
+from sidflow.checks import check_config
+from sidflow.config import AUDIT_DETECTOR, CAPTION_DETECTOR, config_digest
 from sidflow.data.raw_index import lock_held as raw_lock_held
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
-from sidflow.probe.plan import check_probe
 from sidflow.probe.plan import cells as probe_cells
 from sidflow.probe.plan import cross_backbone as probe_cross_backbone
 from sidflow.probe.plan import parts as probe_parts
 from sidflow.probe.plan import transforms as probe_transforms
 
 SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
-expand_rine_grid(
-    config
-)  # one RINE detector per grid cell, before anything reads the detectors
-SHEET = load_sheet(config["generators_sheet"], SCHEMAS)
-check_semantics(config, SHEET)
-check_probe(config)
-PLAN = Plan(config, SHEET)
+# every check after the schema, the same as `sidflow validate-config` (sidflow.checks);
+# it also adds the RINE grid's detectors before anything reads the detectors
+PLAN = check_config(config, SCHEMAS)
 EXPERIMENT = config["experiment"]["name"]
 
 # Edits inside a raw folder are invisible to Snakemake (directory outputs are dated by a
@@ -54,6 +42,8 @@ wildcard_constraints:
     dataset=NAME,
     generator=NAME,
     teacher=one_of(config.get("teachers", {})),
+    teacher_key="[0-9a-f]{10}",
+    backbone_key="[0-9a-f]{10}",
     experiment=NAME,
     perturbation=NAME,
     view=NAME,
@@ -106,7 +96,22 @@ def teacher_train_processed(wildcards):
 
 
 def teacher_settings(wildcards):
+    """The teacher's settings; its folder's key must be the one they determine (a folder of
+    other settings is another experiment's teacher: never retrained from these)."""
+    key = PLAN.teacher_key(wildcards.teacher)
+    if wildcards.get("teacher_key", key) != key:
+        raise ValueError(
+            f"results/teachers/{wildcards.teacher}/{wildcards.teacher_key}: this config's "
+            f"{wildcards.teacher} is results/teachers/{wildcards.teacher}/{key}"
+        )
     return config["teachers"][wildcards.teacher]
+
+
+def teacher_cache_file(wildcards):
+    """The teacher's cache file of one generator (keyed like its model)."""
+    return PLAN.teacher_cache(
+        wildcards.teacher, f"{wildcards.dataset}/{wildcards.generator}"
+    )
 
 
 # -- students -------------------------------------------------------------
@@ -121,9 +126,7 @@ def student_processed(wildcards):
 def student_cache_paths(wildcards):
     """Per teacher the student distils from: its cache files of the training generators."""
     return {
-        t: key_paths(
-            f"results/cache/{t}/{{dataset}}/{{generator}}.parquet", PLAN.train_keys()
-        )
+        t: [PLAN.teacher_cache(t, key) for key in PLAN.train_keys()]
         for t in PLAN.student_teachers(wildcards.student)
     }
 
@@ -162,6 +165,37 @@ def student_training(wildcards):
 
 
 # -- RINE -----------------------------------------------------------------
+def clip_dir():
+    """The frozen CLIP encoder, keyed by its settings and the seed (a tiny one is built
+    from it): experiments with another CLIP never replace this one."""
+    key = config_digest(
+        {"backbone": config["rine"]["backbone"], "seed": config["seed"]}
+    )
+    return f"results/backbones/clip/{key[:10]}"
+
+
+def clip_features_dir():
+    """The cached CLIP tokens, keyed by the encoder and every setting that shapes them
+    (views and their chains, augmentation, test crop, preprocessing)."""
+    key = config_digest(
+        {
+            "clip": clip_dir(),
+            "chains": view_chains(),
+            "views": clip_aug_views(),
+            "augment": config["rine"]["augment"],
+            "test_crop": config["rine"]["test_crop"],
+            "preprocess": config["preprocess"],
+        }
+    )
+    return f"results/features/clip/{key[:10]}"
+
+
+def clip_feature_files(views):
+    """One generator's token files per view (``{dataset}``/``{generator}`` left as wildcards)."""
+    d = clip_features_dir()
+    return [f"{d}/{{dataset}}/{{generator}}/{view}.parquet" for view in views]
+
+
 def score_views():
     """The views every trained detector is scored under: clean, then each perturbation
     (one scoring job per detector and generator writes them all)."""
@@ -187,7 +221,7 @@ def rine_view_features(wildcards):
     views = ["none"] if config["rine"]["online"] else PLAN.rine_views()
     return {
         view: [
-            f"results/features/clip/{key}/{view}.parquet" for key in PLAN.train_keys()
+            f"{clip_features_dir()}/{key}/{view}.parquet" for key in PLAN.train_keys()
         ]
         for view in views
     }
@@ -212,7 +246,7 @@ def rine_train_features(wildcards):
 
 
 def rine_val_features(wildcards):
-    return [f"results/features/clip/{key}/none.parquet" for key in PLAN.train_keys()]
+    return [f"{clip_features_dir()}/{key}/none.parquet" for key in PLAN.train_keys()]
 
 
 def rine_settings(wildcards):
@@ -305,11 +339,12 @@ def report_manifests(wildcards):
 
 
 def model_dir(experiment, detector):
-    """Where a detector's model lives: shared teachers once, the others per experiment."""
+    """Where a detector's model lives: teachers keyed by what determines them (shared by
+    the experiments that train them alike), the others per experiment."""
     d = PLAN.detector(detector)
     if d.kind.trained_in_experiment:
         return f"results/{experiment}/models/{d.name}"
-    return f"results/teachers/{d.source}"
+    return PLAN.teacher_dir(d.source)
 
 
 def report_models(wildcards):
@@ -377,6 +412,8 @@ def report_inputs(wildcards):
         inputs["probe_ranking"] = f"{exp}/probe/ranking.csv"
         inputs["probe_cross"] = f"{exp}/probe/cross.csv"
         inputs["probe_cross_best"] = f"{exp}/probe/cross-best.csv"
+        # the cells' metrics: a probe cell may be the best detector of the summary
+        inputs["probe_metrics"] = f"{exp}/probe/metrics.parquet"
     return inputs
 
 
@@ -397,14 +434,31 @@ def report_config_digest(wildcards):
 PROBE = config["probe"]
 
 
-def probe_backbone_spec(wildcards):
-    spec = dict(PROBE["backbones"][wildcards.backbone])
+def probe_spec(backbone):
+    """A cached probe backbone's settings, with the model folder of a teacher or student."""
+    spec = dict(PROBE["backbones"][backbone])
     if spec["arch"] == "teacher":
-        spec["model_dir"] = f"results/teachers/{spec['teacher']}"
+        spec["model_dir"] = PLAN.teacher_dir(spec["teacher"])
         spec["image_size"] = config["preprocess"]["image_size"]
     elif spec["arch"] == "student":
         spec["model_dir"] = f"results/{EXPERIMENT}/models/{spec['student']}"
     return spec
+
+
+def probe_backbone_key(backbone):
+    """Ten hex digits of what determines a backbone's features (its settings and model
+    folder): the feature files of a teacher or student backbone are never another
+    experiment's, those of a fixed backbone are shared."""
+    return config_digest(probe_spec(backbone))[:10]
+
+
+def probe_backbone_spec(wildcards):
+    if wildcards.backbone_key != probe_backbone_key(wildcards.backbone):
+        raise ValueError(
+            f"probe backbone {wildcards.backbone} key {wildcards.backbone_key}: this config's "
+            f"is {probe_backbone_key(wildcards.backbone)}"
+        )
+    return probe_spec(wildcards.backbone)
 
 
 def probe_chain(wildcards):
@@ -420,8 +474,8 @@ def probe_feature_inputs(wildcards):
     if spec["arch"] in ("teacher", "student"):
         paths["model"] = spec["model_dir"]
     if spec["arch"] == "teacher" and wildcards.transform == "none":
-        paths["teacher_cache"] = (
-            f"results/cache/{spec['teacher']}/{wildcards.dataset}/{wildcards.generator}.parquet"
+        paths["teacher_cache"] = PLAN.teacher_cache(
+            spec["teacher"], f"{wildcards.dataset}/{wildcards.generator}"
         )
     return paths
 
@@ -430,7 +484,7 @@ def probe_feature_paths(backbone, transform):
     """Per part of ``backbone``: its feature files, one per scored generator."""
     return [
         key_paths(
-            f"results/features/probe/{part}/{transform}/{{dataset}}/{{generator}}.parquet",
+            f"results/features/probe/{part}/{probe_backbone_key(part)}/{transform}/{{dataset}}/{{generator}}.parquet",
             scored_keys(),
         )
         for part in probe_parts(PROBE, backbone)

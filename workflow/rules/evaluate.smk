@@ -2,7 +2,7 @@ rule score_teacher:
     """A teacher's scores tables, read from its cache (the teacher is not re-run): its
     class-caption likelihood, and its generated caption as a verdict."""
     input:
-        cache="results/cache/{teacher}/{dataset}/{generator}.parquet",
+        cache=teacher_cache_file,
         manifest="data/manifests/{dataset}/{generator}.parquet",
     output:
         scores="results/{experiment}/scores/teacher-{teacher}/{dataset}/{generator}/none.parquet",
@@ -52,10 +52,7 @@ rule score_rine:
     input:
         model="results/{experiment}/models/{rine}",
         manifest="data/manifests/{dataset}/{generator}.parquet",
-        features=expand(
-            "results/features/clip/{{dataset}}/{{generator}}/{view}.parquet",
-            view=score_views(),
-        ),
+        features=clip_feature_files(score_views()),
     output:
         expand(
             "results/{{experiment}}/scores/{{rine}}/{{dataset}}/{{generator}}/{view}.parquet",

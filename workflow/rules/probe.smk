@@ -3,11 +3,11 @@ rule probe_features:
     input:
         unpack(probe_feature_inputs),
     output:
-        "results/features/probe/{backbone}/{transform}/{dataset}/{generator}.parquet",
+        "results/features/probe/{backbone}/{backbone_key}/{transform}/{dataset}/{generator}.parquet",
     log:
-        "logs/probe_features/{backbone}/{transform}/{dataset}/{generator}.log",
+        "logs/probe_features/{backbone}/{backbone_key}/{transform}/{dataset}/{generator}.log",
     benchmark:
-        "logs/benchmarks/probe_features/{backbone}/{transform}/{dataset}/{generator}.tsv"
+        "logs/benchmarks/probe_features/{backbone}/{backbone_key}/{transform}/{dataset}/{generator}.tsv"
     conda:
         "../envs/sidflow.yaml"
     threads: 1

@@ -21,6 +21,8 @@ rule report:
         gradcam_dirs=report_gradcam,
         detector_kinds=report_detector_kinds,
         dataset_notes=report_dataset_notes,
+        # rows resting on fewer test images of a class are marked and listed
+        min_class_count=config["report"]["min_class_count"],
         # the script renders snakemake.config; this digest reruns the report when it changes
         config_digest=report_config_digest,
     script:

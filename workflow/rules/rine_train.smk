@@ -1,7 +1,7 @@
 rule rine_train:
     """RINE (intermediate CLIP blocks + importance estimator) on the cached tokens."""
     input:
-        backbone="results/backbones/clip",
+        backbone=clip_dir(),
         manifests=student_manifests,
         train=rine_train_features,
         val=rine_val_features,

@@ -1,14 +1,15 @@
 rule teacher_finetune:
-    """Fine-tune a captioning teacher to say "real" / "fake"."""
+    """Fine-tune a captioning teacher to say "real" / "fake" (its folder keyed by what
+    determines it: Plan.teacher_key)."""
     input:
         manifests=teacher_train_manifests,
         processed=teacher_train_processed,
     output:
-        directory("results/teachers/{teacher}"),
+        directory("results/teachers/{teacher}/{teacher_key}"),
     log:
-        "logs/teacher_finetune/{teacher}.log",
+        "logs/teacher_finetune/{teacher}/{teacher_key}.log",
     benchmark:
-        "logs/benchmarks/teacher_finetune/{teacher}.tsv"
+        "logs/benchmarks/teacher_finetune/{teacher}/{teacher_key}.tsv"
     # longest step and the head of the critical path: start it as soon as its inputs exist
     priority: 30
     conda:
