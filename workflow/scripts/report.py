@@ -22,6 +22,8 @@ build_report(
     explainer_dir=inputs.get("explainer"),
     explanations_path=inputs.get("explanations"),
     vqa_errors_path=inputs.get("vqa_errors"),
+    probe_metrics_path=inputs.get("probe_metrics"),
+    min_class_count=params.min_class_count,
     config=snakemake.config,
     out_html=snakemake.output[0],
     experiment=snakemake.wildcards.experiment,

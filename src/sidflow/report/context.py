@@ -10,6 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from sidflow.registry import DETECTOR_KINDS, DetectorKind
+from sidflow.tables import POOLED
+
+# fewer test images than this of a class a row needs and the report marks the row (config:
+# report.min_class_count)
+DEFAULT_MIN_CLASS_COUNT = 30
 
 
 @dataclass
@@ -22,6 +27,9 @@ class ReportData:
     preprocess folder / the label step's summary JSON. ``model_cards`` and ``gradcam_dirs``:
     detector -> its model card / Grad-CAM gallery. ``probe_files``: (ranking.csv, cross.csv[, cross-best.csv]).
     ``explainer_card`` / ``explanations`` / ``vqa_errors``: the explainer's outputs (None if absent).
+    ``probe_metrics``: every probe-grid cell's metrics table (same columns as ``metrics``; None
+    without the grid). ``min_class_count``: a row resting on fewer test images of a class it
+    needs is marked and listed in the warning box (:mod:`sidflow.report.caveats`).
     """
 
     experiment: str
@@ -41,6 +49,8 @@ class ReportData:
     explainer_card: str | None = None
     explanations: str | None = None
     vqa_errors: str | None = None
+    probe_metrics: pd.DataFrame | None = None
+    min_class_count: int = DEFAULT_MIN_CLASS_COUNT
 
     @staticmethod
     def resolve_kinds(kinds: dict[str, str | DetectorKind] | None) -> dict[str, DetectorKind]:
@@ -63,5 +73,17 @@ class ReportData:
 
     def pooled(self) -> pd.DataFrame:
         """Pooled (all generators) rows on clean images."""
-        m = self.metrics
-        return m[(m["generator"] == "all") & (m["perturbation"] == "none")]
+        return pooled_rows(self.metrics)
+
+    def probe_pooled(self) -> pd.DataFrame:
+        """The probe-grid cells' pooled clean rows (empty without the grid)."""
+        if self.probe_metrics is None or self.probe_metrics.empty:
+            return self.metrics.iloc[:0]
+        return pooled_rows(self.probe_metrics)
+
+
+def pooled_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The pooled (all generators) rows of a metrics table on clean images."""
+    if metrics.empty or "generator" not in metrics:
+        return metrics
+    return metrics[(metrics["generator"] == POOLED) & (metrics["perturbation"] == "none")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import math
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,17 +50,25 @@ def ci(low, high, digits: int = 3) -> str:
     return MISSING if is_missing(low) else f"[{num(low, digits)}, {num(high, digits)}]"
 
 
-def table(df: pd.DataFrame, left: tuple[str, ...] = (), digits: int = 3) -> str:
-    """A plain HTML table; the ``left`` columns (text) are left-aligned, numbers right."""
+def table(
+    df: pd.DataFrame,
+    left: tuple[str, ...] = (),
+    digits: int = 3,
+    row_class: Sequence[str] | None = None,
+) -> str:
+    """A plain HTML table; the ``left`` columns (text) are left-aligned, numbers right.
+    ``row_class``: a CSS class per row (``""`` for none), e.g. ``small`` for a row resting on
+    too few images."""
     cls = {c: "l" if c in left else "" for c in df.columns}
     head = "".join(f'<th class="{cls[c]}">{html.escape(str(c))}</th>' for c in df.columns)
+    classes = list(row_class) if row_class is not None else [""] * len(df)
     body = "".join(
-        "<tr>"
+        (f'<tr class="{html.escape(k)}">' if k else "<tr>")
         + "".join(
             f'<td class="{cls[c]}">{num(v, digits)}</td>'
             for c, v in zip(df.columns, row, strict=True)
         )
         + "</tr>"
-        for row in df.itertuples(index=False)
+        for row, k in zip(df.itertuples(index=False), classes, strict=True)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

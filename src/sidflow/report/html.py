@@ -17,7 +17,8 @@ import pandas as pd
 
 from sidflow.io import atomic_path
 from sidflow.registry import DetectorKind
-from sidflow.report.context import ReportData
+from sidflow.report.caveats import warnings_section
+from sidflow.report.context import DEFAULT_MIN_CLASS_COUNT, ReportData
 from sidflow.report.explain_section import explanations_section
 from sidflow.report.probe_section import probe_section
 from sidflow.report.sections import audit_section, gradcam_section
@@ -49,6 +50,7 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px s
 th{background:#f4f4f4}td.l,th.l{text-align:left}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}
 .id{color:#555;font-style:italic}.figs{display:flex;flex-wrap:wrap;gap:1rem}figure{margin:0}
 figcaption{font-size:.75rem;color:#555}.verdict{background:#eef6ff;border-left:4px solid #3b82f6;padding:.5rem 1rem}pre{background:#f6f8fa;padding:1rem;overflow:auto;font-size:.8rem}
+.warn{background:#fdecea;border-left:4px solid #d93025;padding:.5rem 1rem}tr.small td{background:#fff1f0}tr.counts td{font-size:.75rem;color:#555}
 """
 
 
@@ -78,11 +80,15 @@ def explanations_step_section(r: ReportData) -> str:
 
 
 def probe_step_section(r: ReportData) -> str:
-    return probe_section(*r.probe_files) if r.probe_files else ""
+    """The probe grid's section, with the cells' test counts when their metrics are known."""
+    if not r.probe_files:
+        return ""
+    return probe_section(*r.probe_files, metrics=r.probe_metrics, min_count=r.min_class_count)
 
 
 SECTIONS: list[Callable[[ReportData], str]] = [
     title_section,
+    warnings_section,
     notes_section,
     summary_section,
     ablation_section,
@@ -130,9 +136,17 @@ def build_report(
     explainer_dir: str | Path | None = None,
     explanations_path: str | Path | None = None,
     vqa_errors_path: str | Path | None = None,
+    probe_metrics_path: str | Path | None = None,
+    min_class_count: int | None = None,
 ) -> None:
     """Write the report of ``experiment`` to ``out_html`` (see :class:`ReportData` for the
-    keyed inputs; ``detector_kinds``: detector -> kind name, from the plan)."""
+    keyed inputs; ``detector_kinds``: detector -> kind name, from the plan).
+    ``probe_metrics_path``: the probe cells' metrics (they compete for best detector);
+    ``min_class_count``: default ``config["report"]["min_class_count"]``, else 30."""
+    if min_class_count is None:
+        min_class_count = (config.get("report") or {}).get(
+            "min_class_count", DEFAULT_MIN_CLASS_COUNT
+        )
     data = ReportData(
         experiment=experiment,
         metrics=pd.read_parquet(metrics_path),
@@ -150,6 +164,8 @@ def build_report(
         explainer_card=str(Path(explainer_dir) / "card.json") if explainer_dir else None,
         explanations=str(explanations_path) if explanations_path else None,
         vqa_errors=str(vqa_errors_path) if vqa_errors_path else None,
+        probe_metrics=pd.read_parquet(probe_metrics_path) if probe_metrics_path else None,
+        min_class_count=int(min_class_count),
     )
     page = render(data)
     with atomic_path(out_html, suffix=".html") as tmp:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from sidflow.report.context import ReportData
+from sidflow.report.caveats import (
+    MARK,
+    degenerate_thresholds,
+    is_small,
+    label_counts,
+    mark,
+    row_classes,
+    small_rows,
+)
+from sidflow.report.context import DEFAULT_MIN_CLASS_COUNT, ReportData
 from sidflow.report.format import ci, num, table
 from sidflow.tables import MEAN, POOLED
 
@@ -29,9 +38,12 @@ CURVES = [("roc", "fpr", "tpr", "ROC", True), ("pr", "recall", "precision", "Pre
           ("calibration", "mean_p_fake", "fake_rate", "Calibration (reliability)", True)]  # fmt: skip
 
 
-def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows: generators, then the mean over generators and the pooled row; columns:
-    detectors; cells: ``metric``."""
+def per_generator_table(
+    metrics: pd.DataFrame, metric: str, min_count: int = DEFAULT_MIN_CLASS_COUNT
+) -> pd.DataFrame:
+    """Rows: generators, then the mean over generators and the pooled row; columns: the test
+    images it rests on (``n_real``, ``n_fake``), then detectors; cells: ``metric``. A row
+    resting on fewer than ``min_count`` images of a class it needs ends in ``⚠``."""
     m = metrics[metrics["perturbation"] == "none"].copy()
     label = (
         m["dataset"]
@@ -47,27 +59,75 @@ def per_generator_table(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
     last = ["mean over generators", "pooled (all test images)"]
     order = [g for g in wide.index if g not in last] + [g for g in last if g in wide.index]
-    return wide.loc[order].reset_index()
+    counts = label_counts(m, label, min_count).loc[order]
+    wide = wide.loc[order]
+    wide.insert(0, "n_fake", counts["n_fake"].to_numpy())
+    wide.insert(0, "n_real", counts["n_real"].to_numpy())
+    wide.index = [mark(g, s) for g, s in zip(order, counts["small"], strict=True)]
+    wide.index.name, wide.columns.name = "generator ", None
+    return wide.reset_index()
+
+
+def _marked(df: pd.DataFrame, col: str = "generator ") -> list[str]:
+    """The row classes of a table whose ``col`` labels carry the small-data marker."""
+    return row_classes(str(v).endswith(MARK) for v in df[col])
 
 
 def summary_section(r: ReportData) -> str:
-    """The best pooled detector and every ranked detector's pooled test metrics."""
-    pooled = r.ranked(r.pooled())
+    """The best pooled detector (the probe-grid cells compete too) and every ranked
+    detector's pooled test metrics, with the best probe cell; counts, thresholds and the
+    small-data and degenerate-threshold caveats beside them."""
+    ranked = r.ranked(r.pooled())
+    cells = r.probe_pooled()
+    best_cell = cells.sort_values("ap", ascending=False).iloc[:1] if len(cells) else cells
+    frames = [f for f in (ranked, best_cell) if len(f)]
+    pooled = pd.concat(frames, ignore_index=True) if frames else ranked
     if pooled.empty:
         return ""
-    best = pooled.sort_values("ap", ascending=False).iloc[0]
-    rows = [{"detector": d["detector"], "accuracy": d["accuracy"],
-             "accuracy 95% CI": ci(d.get("accuracy_ci_low"), d.get("accuracy_ci_high")), "AP": d["ap"],
-             "AP 95% CI": ci(d.get("ap_ci_low"), d.get("ap_ci_high")), "AUC": d["auc"],
+    pooled = pooled.sort_values("ap", ascending=False, kind="stable")
+    best = pooled.iloc[0]
+    degenerate = degenerate_thresholds(pooled)
+    small = dict(zip(pooled["detector"], is_small(pooled, r.min_class_count), strict=True))
+    rows = [{"detector": mark(d["detector"], small[d["detector"]]), "n_real": d.get("n_real"),
+             "n_fake": d.get("n_fake"), "threshold": f"{num(d['threshold'])}{' ' + MARK if d['detector'] in degenerate else ''}",
+             "accuracy": d["accuracy"], "accuracy 95% CI": ci(d.get("accuracy_ci_low"), d.get("accuracy_ci_high")),
+             "AP": d["ap"], "AP 95% CI": ci(d.get("ap_ci_low"), d.get("ap_ci_high")), "AUC": d["auc"],
              "TPR@1%FPR": d.get("tpr_at_fpr_1"), "ECE": d.get("ece")}
-            for d in pooled.sort_values("ap", ascending=False).to_dict("records")]  # fmt: skip
+            for d in pooled.to_dict("records")]  # fmt: skip
+    rows = pd.DataFrame(rows)
+    notes = []
+    if best["detector"] in set(cells["detector"]):
+        notes.append(f"It is a probe-grid cell, the best of {num(len(cells))} by test AP: picking among many "
+                     "cells on the test split flatters the winner (the probe section ranks them by validation AP).")  # fmt: skip
+    elif len(cells):
+        notes.append(
+            f"The probe grid's best cell by test AP (of {num(len(cells))}) is listed with the detectors."
+        )
+    if best["detector"] in degenerate:
+        notes.append(f"{MARK} <b>Degenerate threshold</b>: {html.escape(degenerate[best['detector']])}; its "
+                     "accuracy there measures the class balance, not the detector.")  # fmt: skip
+    if small[best["detector"]]:
+        notes.append(f"{MARK} Its pooled test set has only {num(best.get('n_fake'))} fakes and "
+                     f"{num(best.get('n_real'))} reals.")  # fmt: skip
+    others = [d for d in degenerate if d != best["detector"]]
+    if others:
+        notes.append(
+            f"{MARK} Degenerate thresholds also: {html.escape(', '.join(others))} (marked {MARK})."
+        )
+    n_small = len(small_rows(r))
+    if n_small:
+        notes.append(f"{MARK} {num(n_small)} rows of the metrics tables rest on fewer than {num(r.min_class_count)} "
+                     f"test images of a class (marked {MARK}; listed in the warning box above).")  # fmt: skip
+    note = "".join(f'<p class="warn">{n}</p>' if MARK in n else f"<p>{n}</p>" for n in notes)
     return (
         f"<h2>Summary</h2><p>Best pooled detector: <b>{html.escape(best['detector'])}</b>, "
         f"AP {num(best['ap'])}, AUC {num(best['auc'])}, accuracy {num(best['accuracy'])} at its "
-        f"validation-calibrated threshold {num(best['threshold'])}. Generators marked (train) were seen in "
+        f"validation-calibrated threshold {num(best['threshold'])}"
+        f"{' (degenerate, ' + MARK + ' below)' if best['detector'] in degenerate else ''}. Generators marked (train) were seen in "
         "training (in-distribution); the others measure generalisation.</p>"
-        "<h3>Pooled test metrics (95% bootstrap intervals)</h3>"
-        + table(pd.DataFrame(rows), left=("detector",))
+        + note
+        + "<h3>Pooled test metrics (95% bootstrap intervals)</h3>"
+        + table(rows, left=("detector",), row_class=_marked(rows, "detector"))
     )
 
 
@@ -156,7 +216,9 @@ def per_generator_section(r: ReportData) -> str:
            "<p>Each fake generator is scored against the real test images of its dataset; "
            "real rows show real accuracy only. <i>Mean over generators</i> weights every fake generator "
            "once (the papers' average over subsets); <i>pooled</i> weights every image once. "
-           "Thresholds are chosen on the validation split of the training generators.</p>"]  # fmt: skip
+           "Thresholds are chosen on the validation split of the training generators. <code>n_real</code> and "
+           "<code>n_fake</code> count the test images a row rests on (a range when detectors differ); "
+           f"{MARK} marks a row with fewer than {num(r.min_class_count)} of a class it needs.</p>"]  # fmt: skip
     captions = r.of_kind("teacher-caption")
     if captions:
         out.append(f"<p>{', '.join(html.escape(c) for c in captions)}: the teacher's <i>generated caption</i> is "
@@ -166,10 +228,8 @@ def per_generator_section(r: ReportData) -> str:
     for metric, label in PER_GENERATOR:
         if metric not in r.metrics or r.metrics[metric].isna().all():
             continue
-        out.append(
-            f"<h3>{label}</h3>"
-            + table(per_generator_table(r.metrics, metric), left=("generator ",))
-        )
+        wide = per_generator_table(r.metrics, metric, r.min_class_count)
+        out.append(f"<h3>{label}</h3>" + table(wide, left=("generator ",), row_class=_marked(wide)))
     return "".join(out)
 
 
@@ -178,8 +238,12 @@ def all_metrics_section(r: ReportData) -> str:
     cols = [c for c in ALL_METRICS if c in r.metrics]
     if not cols:
         return ""
+    small = is_small(r.metrics, r.min_class_count)
+    rows = r.metrics[cols].copy()
+    if "generator" in rows:
+        rows["generator"] = [mark(g, f) for g, f in zip(rows["generator"], small, strict=True)]
     return "<h3>All metrics</h3>" + table(
-        r.metrics[cols], left=("detector", "dataset", "generator")
+        rows, left=("detector", "dataset", "generator"), row_class=row_classes(small)
     )
 
 
@@ -195,16 +259,23 @@ def robustness_section(r: ReportData) -> str:
     for detector in sorted(perturbed["detector"].unique()):
         m = metrics[metrics["detector"] == detector].copy()
         m["generator "] = m["dataset"] + "/" + m["generator"]
+        counts = label_counts(m, m["generator "], r.min_class_count)
         for metric in ("ap", "accuracy"):
             wide = m.pivot_table(
                 index="generator ", columns="perturbation", values=metric, aggfunc="first"
             )
             cols = ["none"] + [c for c in wide.columns if c != "none"]
-            wide = wide[[c for c in cols if c in wide.columns]].reset_index()
+            wide = wide[[c for c in cols if c in wide.columns]]
+            c = counts.loc[wide.index]
+            wide.insert(0, "n_fake", c["n_fake"].to_numpy())
+            wide.insert(0, "n_real", c["n_real"].to_numpy())
+            wide.index = [mark(g, f) for g, f in zip(wide.index, c["small"], strict=True)]
+            wide.index.name, wide.columns.name = "generator ", None
+            wide = wide.reset_index()
             out.append(
                 f"<h3>{html.escape(detector)}: {metric.upper() if metric == 'ap' else metric}</h3>"
             )
-            out.append(table(wide, left=("generator ",)))
+            out.append(table(wide, left=("generator ",), row_class=_marked(wide)))
     return "".join(out)
 
 
