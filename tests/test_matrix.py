@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from sidflow.checks import load_checked
 from sidflow.config import ConfigError, Plan, load_config, load_sheet
 from sidflow.matrix import collect_matrix, matrix_cells, matrix_html, write_cell_overlays
 
@@ -67,16 +68,22 @@ def test_cell_overlays_make_valid_experiments(repo, monkeypatch, tmp_path):
         assert cell["experiment"]["detectors"] == ["student-nokd"]
 
 
-def test_kd_students_are_refused_when_teachers_would_change_per_cell(repo, monkeypatch):
+def test_kd_cells_train_their_own_teachers_unless_pinned(repo, monkeypatch, tmp_path):
     monkeypatch.chdir(repo)
-    cfg = load_config(
-        "config.yaml"
-    )  # the demo's KD student, teachers trained on the experiment data
-    with pytest.raises(ConfigError, match="distils from"):
-        matrix_cells(cfg, "cross")
-    for t in cfg["teachers"].values():
-        t["train_generators"] = ["demo/real", "demo/ae-deconv"]
-    assert len(matrix_cells(cfg, "cross")) == 3
+    cfg = load_config("config.yaml")  # the demo's KD student, teachers trained on the cell's data
+    cells = matrix_cells(cfg, "cross")
+    paths = write_cell_overlays(cells, tmp_path)
+
+    def teacher_dirs(*extra):
+        plans = [
+            load_checked("config.yaml", [*extra, str(p)], sources=False)[1] for p in paths.values()
+        ]
+        return [p.teacher_dir("vitgpt2") for p in plans]
+
+    assert len(set(teacher_dirs())) == len(cells) == 3  # one teacher per cell, none replaced
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text("teachers: {vitgpt2: {train_generators: [demo/real, demo/ae-deconv]}}\n")
+    assert len(set(teacher_dirs(str(pinned)))) == 1  # the same data: one shared teacher
 
 
 def _metrics(cell_train):
