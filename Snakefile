@@ -35,6 +35,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/last_good.smk"
 
 
 rule all:

@@ -111,3 +111,23 @@ def test_experiments_never_replace_each_others_teachers(work):
     assert {p: p.stat().st_mtime_ns for p in first} == first  # the first teachers untouched
     assert (work / "results/other/models/student-kd").is_dir()
     assert "Nothing to be done" in dry_run(work)
+
+
+def test_a_failed_retrain_keeps_the_last_good_model(work):
+    """Snakemake deletes a model before retraining it; the copy kept at the run's start is
+    the last good model when the retrain fails, and the next run retrains it."""
+    model = work / "results/smoke/models/student-nokd"
+    before = {p.relative_to(model): p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    (work / "bad.yaml").write_text(
+        "experiment: {students: {student-nokd: {pretrained: no/such/weights.safetensors}}}\n"
+    )
+    r = run_snakemake(work, "--configfile", "small.yaml", "bad.yaml")
+    assert r.returncode != 0
+    assert not model.exists()  # Snakemake removed it before the failed retrain
+    kept = work / "results/smoke/models/.last-good/student-nokd"
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == before
+    assert (
+        "the retrain of student-nokd failed" in r.stderr and str(kept.relative_to(work)) in r.stderr
+    )
+    jobs = planned_jobs(dry_run(work))
+    assert jobs["student_distill"] == 1  # retrained next time (the missing model is not skipped)

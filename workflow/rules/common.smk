@@ -2,10 +2,12 @@
 # constraints, and the input functions the rules use (no lambdas in rules).
 
 import re
+import sys
 from pathlib import Path
 
 from sidflow.checks import check_config
 from sidflow.config import AUDIT_DETECTOR, CAPTION_DETECTOR, config_digest
+from sidflow.io import LAST_GOOD, lost_models, snapshot_models
 from sidflow.data.raw_index import lock_held as raw_lock_held
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
 from sidflow.probe.plan import cells as probe_cells
