@@ -100,8 +100,10 @@ def test_experiments_never_replace_each_others_teachers(work):
     trains its own keyed teachers beside the first's, and the third run plans nothing."""
     first = {p: p.stat().st_mtime_ns for p in (work / "results/teachers").rglob("*") if p.is_file()}
     (work / "other.yaml").write_text(
-        "teachers: {vitgpt2: {finetune: {epochs: 2}}}\n"
-        "experiment: {name: other, teachers: [vitgpt2], detectors: [student-kd], perturbations: []}\n"
+        "teachers: {vitgpt2: {finetune: {epochs: 1, lr: 0.002}}}\n"
+        "experiment: {name: other, teachers: [vitgpt2], detectors: [student-kd], perturbations: [],\n"
+        "  test_generators: [demo/real, demo/dcgan-face], shortcut_audit: false,\n"
+        "  caption_detectors: false}\n"
         "probe: {enabled: false}\ngradcam: {enabled: false}\n"
     )
     r = run_snakemake(work, "--configfile", "small.yaml", "other.yaml")
@@ -124,7 +126,7 @@ def test_a_failed_retrain_keeps_the_last_good_model(work):
     r = run_snakemake(work, "--configfile", "small.yaml", "bad.yaml")
     assert r.returncode != 0
     assert not model.exists()  # Snakemake removed it before the failed retrain
-    kept = work / "results/smoke/models/.last-good/student-nokd"
+    kept = work / "results/smoke/.last-good/student-nokd"
     assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == before
     assert (
         "the retrain of student-nokd failed" in r.stderr and str(kept.relative_to(work)) in r.stderr

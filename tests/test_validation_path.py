@@ -7,6 +7,7 @@ Runs in a copy of the workflow's files (tests/helpers.copy_workflow), one dry ru
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -51,6 +52,22 @@ def validate_cli(wf, overlay):
     return subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=300)
 
 
+@pytest.fixture(scope="module")
+def verdicts(wf):
+    """Per overlay: (validate-config's result, the dry run's result), both run for every
+    overlay up front, two at a time (each is one single-threaded process)."""
+    for name, text in {**BAD, **GOOD}.items():
+        (wf / f"{name}.yaml").write_text(text)
+
+    def both(name):
+        return validate_cli(wf, f"{name}.yaml"), run_snakemake(
+            wf, "-n", "--configfile", f"{name}.yaml"
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip({**BAD, **GOOD}, pool.map(both, {**BAD, **GOOD}), strict=True))
+
+
 def core_messages(stderr: str) -> list[str]:
     """The messages a reader needs: a schema error's per-key lines (the jsonschema message
     after ``key:``), else the whole message."""
@@ -61,11 +78,9 @@ def core_messages(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_bad_overlay_same_verdict_and_message(wf, name):
-    (wf / f"{name}.yaml").write_text(BAD[name])
-    cli = validate_cli(wf, f"{name}.yaml")
+def test_bad_overlay_same_verdict_and_message(verdicts, name):
+    cli, snake = verdicts[name]
     assert cli.returncode == 2 and cli.stdout == "", (cli.stdout, cli.stderr)
-    snake = run_snakemake(wf, "-n", "--configfile", f"{name}.yaml")
     assert snake.returncode != 0, snake.stdout[-2000:]
     said = " ".join((snake.stdout + snake.stderr).split())
     for message in core_messages(cli.stderr):
@@ -73,11 +88,9 @@ def test_bad_overlay_same_verdict_and_message(wf, name):
 
 
 @pytest.mark.parametrize("name", sorted(GOOD))
-def test_good_overlay_accepted_by_both_and_plans_only_its_detector(wf, name):
-    (wf / f"{name}.yaml").write_text(GOOD[name])
-    cli = validate_cli(wf, f"{name}.yaml")
+def test_good_overlay_accepted_by_both_and_plans_only_its_detector(verdicts, name):
+    cli, snake = verdicts[name]
     assert cli.returncode == 0 and "experiment 'mine'" in cli.stdout, cli.stderr
-    snake = run_snakemake(wf, "-n", "--configfile", f"{name}.yaml")
     assert snake.returncode == 0, snake.stderr[-3000:]
     out = snake.stdout + snake.stderr
     trained = set(re.findall(r"results/mine/models/([\w.-]+)", out))

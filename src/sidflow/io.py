@@ -155,22 +155,23 @@ def setup_logging(logfile: str | os.PathLike | None = None, level: int = logging
     sys.excepthook = _log_uncaught
 
 
-LAST_GOOD = ".last-good"  # beside an experiment's model folders: the copies kept by snapshot_models
+LAST_GOOD = (
+    ".last-good"  # results/<experiment>/.last-good/<model>: the copies kept by snapshot_models
+)
 
 
-def snapshot_models(models_dir: str | os.PathLike) -> list[str]:
-    """Hard-linked copies of the finished model folders in ``models_dir`` (one per model, in
-    ``models_dir/.last-good/``, replacing an older copy). Snakemake deletes a job's outputs
-    before it reruns the job, so when a retrain fails, this copy is the last good model. A
-    model that is absent (its retrain failed before) keeps its copy. Returns the names copied.
-    The model files are never changed in place (every write is a new file moved into place), so
-    a link is a copy."""
-    root = Path(models_dir)
-    store, names = root / LAST_GOOD, []
+def snapshot_models(models_dir: str | os.PathLike, store: str | os.PathLike) -> list[str]:
+    """Hard-linked copies of the finished model folders in ``models_dir``, one per model in
+    ``store`` (replacing an older copy). Snakemake deletes a job's outputs before it reruns
+    the job, so when a retrain fails, this copy is the last good model. A model that is absent
+    (its retrain failed before) keeps its copy. Returns the names copied. The model files are
+    never changed in place (every write is a new file moved into place), so a link is a copy."""
+    root, store = Path(models_dir), Path(store)
+    names = []
     for src in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")):
         tmp = store / f".{src.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        store.mkdir(exist_ok=True)
+        store.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copytree(src, tmp, copy_function=os.link)
         except OSError:  # another file system: copy
@@ -182,10 +183,9 @@ def snapshot_models(models_dir: str | os.PathLike) -> list[str]:
     return names
 
 
-def lost_models(models_dir: str | os.PathLike) -> list[str]:
-    """Models whose folder is gone (a failed retrain) while a last good copy is kept."""
-    root = Path(models_dir)
-    store = root / LAST_GOOD
+def lost_models(models_dir: str | os.PathLike, store: str | os.PathLike) -> list[str]:
+    """Models whose folder is gone (a failed retrain) while ``store`` keeps a last good copy."""
+    root, store = Path(models_dir), Path(store)
     if not store.is_dir():
         return []
     return sorted(p.name for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")
