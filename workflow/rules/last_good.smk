@@ -10,7 +10,9 @@ onstart:
 
 
 onerror:
-    for name in lost_models(f"results/{EXPERIMENT}/models", f"results/{EXPERIMENT}/{LAST_GOOD}"):
+    for name in lost_models(
+        f"results/{EXPERIMENT}/models", f"results/{EXPERIMENT}/{LAST_GOOD}"
+    ):
         print(
             f"sidflow: the retrain of {name} failed; its last good model is kept in "
             f"results/{EXPERIMENT}/{LAST_GOOD}/{name} (the next run retrains it)",
