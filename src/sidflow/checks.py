@@ -19,11 +19,9 @@ from sidflow.config import (
     ConfigError,
     Plan,
     check_semantics,
-    deep_merge,
     expand_rine_grid,
     load_sheet,
-    read_yaml,
-    validate,
+    merged_config,
 )
 from sidflow.probe.plan import check_probe
 
@@ -56,8 +54,5 @@ def load_checked(
 ) -> tuple[dict, Plan]:
     """``path`` with ``overlays`` merged in order (as ``--configfile`` does), the schema with
     its defaults, then :func:`check_config`: the config and its plan, as the workflow sees them."""
-    cfg = read_yaml(path)
-    for overlay in overlays:
-        cfg = deep_merge(cfg, read_yaml(overlay))
-    validate(cfg, Path(schema_dir) / "config.schema.yaml")
+    cfg = merged_config(path, overlays, schema_dir)
     return cfg, check_config(cfg, Path(schema_dir), sources=sources)

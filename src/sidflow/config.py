@@ -258,15 +258,21 @@ def read_yaml(path: str | Path) -> dict:
     return yaml.safe_load(text)
 
 
+def merged_config(path: str | Path, overlays=(), schema_dir: Path = SCHEMA_DIR) -> dict:
+    """``path`` with ``overlays`` merged in order (as ``--configfile`` does), validated against
+    the schema with its defaults filled."""
+    cfg = read_yaml(path)
+    for o in overlays:
+        cfg = deep_merge(cfg, read_yaml(o))
+    return validate(cfg, Path(schema_dir) / "config.schema.yaml")
+
+
 def load_config(
     path: str | Path = "config.yaml", overlays=(), schema_dir: Path = SCHEMA_DIR
 ) -> dict:
     """The validated config: ``path`` with ``overlays`` merged in order, then the schema
     (defaults filled), the semantic checks and the generators sheet (as the Snakefile does)."""
-    cfg = read_yaml(path)
-    for o in overlays:
-        cfg = deep_merge(cfg, read_yaml(o))
-    validate(cfg, schema_dir / "config.schema.yaml")
+    cfg = merged_config(path, overlays, schema_dir)
     expand_rine_grid(cfg)
     check_semantics(cfg, load_sheet(cfg["generators_sheet"], schema_dir))
     return cfg
