@@ -162,11 +162,11 @@ def test_balanced_epoch_is_balanced_and_replayable():
 
 
 def test_precision_resolution():
-    from sidflow.devices import amp_dtype, cpu_has_amx
+    from sidflow.devices import amp_dtype, cpu_has_bf16
 
     cpu = torch.device("cpu")
     assert amp_dtype(cpu, "fp32") is None and amp_dtype(cpu, "bf16") == torch.bfloat16
-    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_amx() else None)
+    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_bf16() else None)
     with pytest.raises(ValueError, match="CUDA"):
         amp_dtype(cpu, "fp16")
     with pytest.raises(ValueError, match="precision"):

@@ -249,3 +249,26 @@ def test_elastic_threads_grow_into_idle_cores_and_give_them_back(monkeypatch):
         assert devices._ELASTIC is None and devices.adjust_threads() == 1
     finally:
         devices.set_threads(before)
+
+
+def test_train_one_epoch_rereads_idle_cores_during_the_epoch(monkeypatch):
+    """Elastic jobs adjust their threads at the start and every ADJUST_EVERY_S while training,
+    not only between epochs (a long epoch that starts while other jobs run would stay small)."""
+    from sidflow.train import loop
+
+    calls = []
+    monkeypatch.setattr(loop, "adjust_threads", lambda: calls.append(1) or 1)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    batches = [((torch.randn(2, 3),), 2)] * 5
+
+    def step(batch):
+        return {"loss": net(batch[0]).pow(2).mean()}
+
+    monkeypatch.setattr(loop, "ADJUST_EVERY_S", 1e9)
+    train_one_epoch(net, step, batches, opt)
+    assert len(calls) == 1  # only at the start
+    calls.clear()
+    monkeypatch.setattr(loop, "ADJUST_EVERY_S", 0.0)
+    train_one_epoch(net, step, batches, opt)
+    assert len(calls) == 6  # the start and after each of the 5 steps

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from sidflow.train.progress import Progress
 log = logging.getLogger(__name__)
 
 THRESHOLD_SOURCE = "validation split, max balanced accuracy"
+ADJUST_EVERY_S = 30.0  # elastic jobs re-read the idle cores this often while training
 
 
 @dataclass
@@ -122,8 +124,11 @@ def train_one_epoch(
     if any, steps). Returns the sums over batches of ``float(term) * weight`` for ``keys``,
     and the sum of the weights. The sums stay on the device (float64) until the end, so no
     step waits for the host; ``progress`` gets each step's images (``images(batch)``, default
-    the weight) and loss, and writes a line every ~30 s (:mod:`sidflow.train.progress`)."""
-    adjust_threads()  # elastic jobs grow into idle cores (sidflow.devices.ElasticThreads)
+    the weight) and loss, and writes a line every ~30 s (:mod:`sidflow.train.progress`).
+    Elastic jobs re-read the idle cores at the start and every ``ADJUST_EVERY_S`` seconds
+    (:class:`sidflow.devices.ElasticThreads`)."""
+    adjust_threads()
+    next_adjust = time.monotonic() + ADJUST_EVERY_S
     module.train()
     sums: dict[str, Any] = dict.fromkeys(keys, 0.0)
     total = 0
@@ -137,6 +142,9 @@ def train_one_epoch(
         for k in sums:
             sums[k] = sums[k] + terms[k].detach().double() * weight
         total += weight
+        if time.monotonic() >= next_adjust:
+            adjust_threads()
+            next_adjust = time.monotonic() + ADJUST_EVERY_S
         if progress is not None:
             progress.update(images(batch) if images else weight, terms["loss"].detach())
     if progress is not None:
