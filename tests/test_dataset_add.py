@@ -267,6 +267,19 @@ def test_add_writes_rows_and_an_overlay_load_config_accepts(in_repo, tmp_path):
     assert any("added the real set(s) adm-real" in n for n in res.notes)
 
 
+def test_add_kfold_overlay_plans_a_kfold_run_the_checks_accept(in_repo, tmp_path):
+    data = _genimage(tmp_path / "mydata")
+    sheet, out = tmp_path / "generators.tsv", tmp_path / "exp"
+    res = add_dataset("mine", str(data), sheet=sheet, overlay_dir=out, kfold=4)
+    overlay = yaml.safe_load(res.overlay_path.read_text())
+    assert overlay["splits"] == {"mode": "kfold", "k": 4}
+    assert overlay["gradcam"] == {"enabled": False} and overlay["experiment"]["shortcut_audit"] is False
+    cfg, plan = load_checked("config.yaml", overlays=[str(res.overlay_path)])  # check_kfold passes
+    assert cfg["splits"]["mode"] == "kfold" and plan.detectors_of("student") == ["student-nokd"]
+    with pytest.raises(DatasetAddError, match="--kfold 2: k-fold needs 3 to 20 folds"):
+        add_dataset("mine2", str(data), sheet=sheet, overlay_dir=out, kfold=2)
+
+
 def test_add_records_layout_puts_the_metadata_option_in_the_overlay(in_repo, tmp_path):
     data = tmp_path / "recs"
     (data).mkdir()

@@ -33,6 +33,8 @@ BAD = {
     ),
     "unknown-perturbation": "experiment: {perturbations: [jpeg7]}\n",
     "rine-grid-base": "rine_grid: {base: rine-nope, nproj: [1, 2]}\n",
+    # k-fold with the demo's teachers, RINE, explainer, probe grid, Grad-CAM and audit planned
+    "kfold-with-teachers": "splits: {mode: kfold, k: 3}\n",
 }
 GOOD = {
     "one-detector": (

@@ -23,6 +23,7 @@ from sidflow.config import (
     load_sheet,
     merged_config,
 )
+from sidflow.data.folds import KFOLD_STEPS, is_kfold
 from sidflow.probe.plan import check_probe
 
 
@@ -43,7 +44,43 @@ def check_config(cfg: dict, schema_dir: Path = SCHEMA_DIR, sources: bool = True)
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(str(exc)) from None
-    return Plan(cfg, sheet)
+    plan = Plan(cfg, sheet)
+    check_kfold(cfg, plan)
+    return plan
+
+
+def check_kfold(cfg: dict, plan: Plan) -> None:
+    """``splits.mode: kfold`` trains one model per fold for the steps that have a k-fold form
+    (:data:`~sidflow.data.folds.KFOLD_STEPS`); every other planned step is refused by name."""
+    splits = cfg["splits"]
+    if not is_kfold(splits):
+        return
+    fixed = [k for k in ("test_per_generator", "train_per_generator") if k in splits]
+    if fixed:
+        raise ConfigError(f"splits: {', '.join(fixed)} cannot be combined with mode kfold "
+                          "(every image is tested once, in its fold)")  # fmt: skip
+    exp, blocked = cfg["experiment"], []
+    if plan.detectors_of("teacher"):
+        blocked.append(f"the teachers {exp.get('teachers')} (experiment.teachers: [])")
+    blocked += [f"student {s!r}, which distils from teachers (set its alpha and beta to 0, "
+                "or leave it out of experiment.detectors)"
+                for s in plan.detectors_of("student") if plan.student_teachers(s)]  # fmt: skip
+    if plan.detectors_of("rine"):
+        blocked.append(f"the RINE detectors {plan.detectors_of('rine')} (leave them out of "
+                       "experiment.detectors)")  # fmt: skip
+    if (cfg.get("explainer") or {}).get("enabled"):
+        blocked.append("the explainer (explainer: {enabled: false})")
+    if (cfg.get("probe") or {}).get("enabled"):
+        blocked.append("the probe grid (probe: {enabled: false})")
+    if (cfg.get("gradcam") or {}).get("enabled"):
+        blocked.append("the Grad-CAM gallery (gradcam: {enabled: false})")
+    if exp.get("shortcut_audit"):
+        blocked.append("the shortcut audit (experiment: {shortcut_audit: false})")
+    if blocked:
+        raise ConfigError(
+            f"splits.mode kfold trains one model per fold for {KFOLD_STEPS} only; these planned "
+            "steps have no k-fold form, turn them off: " + "; ".join(blocked)
+        )
 
 
 def load_checked(

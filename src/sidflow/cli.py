@@ -107,7 +107,7 @@ def cmd_dataset_add(args) -> int:
 
     result = add_dataset(args.name, args.path, train=args.train, sheet=args.sheet,
                          overlay_dir=args.overlay_dir, force=args.force, dry_run=args.dry_run,
-                         verify=args.verify)  # fmt: skip
+                         verify=args.verify, kfold=args.kfold or 0)  # fmt: skip
     print(result.summary())
     return 0
 
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--force", action="store_true", help="replace the dataset's rows and overlay")
     da.add_argument("--dry-run", action="store_true", help="report and print, write nothing")
     da.add_argument("--verify", action="store_true", help="also open every image with PIL")
+    da.add_argument("--kfold", type=int, metavar="K", help="k-fold splits (3-20 folds): every image "
+                    "tested once, for small datasets")  # fmt: skip
     da.set_defaults(func=cmd_dataset_add)
     m = sub.add_parser(
         "matrix", help="cross-generator / leave-one-generator-out matrix of experiments"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sidflow.checks import check_config
 from sidflow.config import AUDIT_DETECTOR, CAPTION_DETECTOR, config_digest
+from sidflow.data.folds import kfold_k
 from sidflow.io import LAST_GOOD, lost_models, snapshot_models
 from sidflow.data.raw_index import lock_held as raw_lock_held
 from sidflow.data.raw_index import refresh_indexes as refresh_raw_indexes
@@ -20,6 +21,8 @@ SCHEMAS = Path(workflow.basedir, "workflow", "schemas")
 # it also adds the RINE grid's detectors before anything reads the detectors
 PLAN = check_config(config, SCHEMAS)
 EXPERIMENT = config["experiment"]["name"]
+# k-fold cross-validation (splits.mode kfold): the number of folds, else 0
+KFOLD = kfold_k(config["splits"])
 
 # Edits inside a raw folder are invisible to Snakemake (directory outputs are dated by a
 # marker file): refresh each downloaded generator's content index before the DAG is built

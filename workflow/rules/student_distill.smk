@@ -21,5 +21,6 @@ rule student_distill:
         student=student_model,
         preprocess=config["preprocess"],
         seed=config["seed"],
+        kfold=KFOLD,
     script:
         "../scripts/student_distill.py"

@@ -2,6 +2,7 @@
 
 With ``resources: gpu`` > 1 (set in the SLURM profile) the same training runs data-parallel
 under ``torchrun`` (one process per GPU) through ``sidflow train-student --spec``.
+With ``splits.mode: kfold`` it trains one model per fold (sidflow.train.kfold).
 """
 
 from sidflow.devices import set_threads
@@ -22,6 +23,7 @@ launch_student_training(
         "out_dir": snakemake.output[0],
         "checkpoint_dir": snakemake.params.checkpoint,
         "preprocess": dict(snakemake.params.preprocess),
+        "kfold": snakemake.params.kfold,
     },
     nproc=int(getattr(snakemake.resources, "gpu", 0) or 0),
     log_path=snakemake.log[0],

@@ -172,10 +172,12 @@ def choose_train(
 
 
 def build_overlay(
-    name: str, path: str, layout: DatasetLayout, train_keys: list[str], sheet: str | None
-) -> dict:
+    name: str, path: str, layout: DatasetLayout, train_keys: list[str], sheet: str | None,
+    kfold: int = 0,
+) -> dict:  # fmt: skip
     """The experiment overlay: the dataset as a local source, a no-KD student trained on
-    ``train_keys`` and tested on every generator; ``sheet`` when not the default sheet."""
+    ``train_keys`` and tested on every generator; ``sheet`` when not the default sheet;
+    ``kfold`` > 0: k-fold splits (every image tested once; the steps without a k-fold form off)."""
     source = {"type": "local", "path": path}
     if layout.metadata:
         source["metadata"] = dict(layout.metadata)
@@ -189,6 +191,10 @@ def build_overlay(
         "teachers": [], "perturbations": [],
         "students": {STUDENT: dict(STUDENT_SETTINGS)}, "detectors": [STUDENT],
     }  # fmt: skip
+    if kfold:  # sidflow.data.folds; sidflow.checks.check_kfold refuses the others by name
+        overlay["splits"] = {"mode": "kfold", "k": int(kfold)}
+        overlay["gradcam"] = {"enabled": False}
+        overlay["experiment"]["shortcut_audit"] = False
     return overlay
 
 
@@ -238,11 +244,17 @@ def add_dataset(
     dry_run: bool = False,
     verify: bool = False,
     config: str | Path | None = "config.yaml",
+    kfold: int = 0,
 ) -> AddResult:
     """Recognise the folder ``path``, then write dataset ``name``'s rows into ``sheet`` and the
     overlay ``<overlay_dir>/<name>.yaml`` (nothing with ``dry_run``). ``config``: refuse a name
-    of its dataset catalogue (an overlay cannot remove the catalogue entry's other keys)."""
+    of its dataset catalogue (an overlay cannot remove the catalogue entry's other keys).
+    ``kfold`` >= 3: the overlay uses k-fold splits (:mod:`sidflow.data.folds`)."""
     check_dataset_name(name)
+    if kfold and not 3 <= kfold <= 20:
+        raise DatasetAddError(
+            f"--kfold {kfold}: k-fold needs 3 to 20 folds (each model trains on k-2)"
+        )
     path = str(path).rstrip("/") or "/"
     if not SOURCE_PATH_RE.match(path):
         raise DatasetAddError(f"dataset path {path!r}: the config allows letters, digits, . _ / ~ - "
@@ -265,7 +277,7 @@ def add_dataset(
     layout = inspect_dataset(path, verify=verify)
     rows = sheet_rows(name, path, layout)
     train_keys, notes = choose_train(name, layout, train)
-    result = AddResult(name, layout, rows, build_overlay(name, path, layout, train_keys, sheet_key),
+    result = AddResult(name, layout, rows, build_overlay(name, path, layout, train_keys, sheet_key, kfold),
                        sheet, overlay_path, train_keys, notes)  # fmt: skip
     replaced = write_sheet_rows(sheet, name, rows, force, dry_run)  # checks before any write
     if replaced:

@@ -22,15 +22,23 @@ def load_images(
     manifest_paths: Sequence[str | Path | pd.DataFrame],
     processed_dirs: Sequence[str | Path],
     splits: Sequence[str] | None = None,
+    fold: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Manifest rows (optionally only ``splits``) with their processed ``jpeg`` bytes.
 
-    Each manifest is a Parquet path or an already-loaded manifest DataFrame."""
+    Each manifest is a Parquet path or an already-loaded manifest DataFrame. ``fold`` =
+    ``(f, k)``: the splits as k-fold model ``f`` sees them (:func:`sidflow.data.folds.fold_view`)."""
     if len(manifest_paths) != len(processed_dirs):
         raise ValueError("one processed folder per manifest is needed")
     frames = []
     for mpath, pdir in zip(manifest_paths, processed_dirs, strict=True):
         man = mpath if isinstance(mpath, pd.DataFrame) else pd.read_parquet(mpath)
+        if fold is not None:
+            from sidflow.data.folds import fold_view
+
+            man = fold_view(
+                man, *fold, source=str(mpath) if not isinstance(mpath, pd.DataFrame) else "manifest"
+            )
         if splits is not None:
             man = man[man["split"].isin(list(splits))]
         if man.empty:

@@ -2,7 +2,8 @@
 
 A manifest row: ``image_id`` (sha256 of the source bytes, the key everywhere),
 ``dataset``, ``generator``, ``label`` (0 real, 1 fake), ``split``,
-``object_class`` (when the source encodes one), ``source_path``, ``pixel_sha256``.
+``object_class`` (when the source encodes one), ``source_path``, ``pixel_sha256``; with
+``splits.mode: kfold`` also ``fold`` (and every split ``test``: :mod:`sidflow.data.folds`).
 
 Splits come from the image's hash, not from its position in a listing, so adding
 images never moves an existing image to another split. Exact duplicates (the same
@@ -20,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from sidflow.data.folds import assign_folds, kfold_k
+from sidflow.data.folds import fold_unit as _unit
 from sidflow.data.preprocess import part_files
 from sidflow.io import write_json, write_parquet
 
@@ -27,18 +30,6 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")  # plus "unused": beyond train_per_generator (never read)
 LABELS = {"real": 0, "fake": 1}
-
-
-def _unit(image_id: str, salt: str = "") -> float:
-    """The image's hash as a number in [0, 1): its place in every split decision."""
-    import hashlib
-
-    digest = (
-        hashlib.sha256((salt + image_id).encode()).digest()
-        if salt
-        else bytes.fromhex(image_id[:16])
-    )
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def assign_split(image_id: str, fractions: dict[str, float], salt: str = "") -> str:
@@ -124,11 +115,19 @@ def build_manifest(
     df.insert(1, "dataset", dataset)
     df.insert(2, "generator", generator)
     df.insert(3, "label", LABELS[label])
-    df.insert(4, "split", assign_splits(df["image_id"].tolist(), fractions, split_salt))
-    df.insert(5, "object_class", [parse_object_class(p, object_class) for p in df["source_path"]])
-    by_pixels = df.groupby("pixel_sha256")["split"].nunique()
+    ids = df["image_id"].tolist()
+    if kfold_k(fractions):  # every image tested once, in its fold (sidflow.data.folds)
+        df.insert(4, "split", "test")
+        df.insert(
+            5, "fold", pd.Series(assign_folds(ids, kfold_k(fractions), split_salt), dtype="int16")
+        )
+    else:
+        df.insert(4, "split", assign_splits(ids, fractions, split_salt))
+    df.insert(df.columns.get_loc("split") + 1 + ("fold" in df), "object_class",
+              [parse_object_class(p, object_class) for p in df["source_path"]])  # fmt: skip
+    by_pixels = df.groupby("pixel_sha256")["fold" if "fold" in df else "split"].nunique()
     cross = df[df["pixel_sha256"].isin(by_pixels[by_pixels > 1].index)].assign(
-        kind="same processed image in several splits"
+        kind="same processed image in several splits"  # (folds, with k-fold)
     )
     dups = pd.concat([exact, cross], ignore_index=True)[
         ["image_id", "source_path", "pixel_sha256", "kind"]
@@ -158,6 +157,11 @@ def label_generator(
         "generator": generator,
         "rows": int(len(manifest)),
         "splits": {s: int((manifest["split"] == s).sum()) for s in (*SPLITS, "unused")},
+        **(
+            {"folds": [int((manifest["fold"] == f).sum()) for f in range(kfold_k(fractions))]}
+            if "fold" in manifest
+            else {}
+        ),  # fmt: skip
         "exact_duplicates": int((dups["kind"].str.startswith("exact")).sum()),
         "cross_split_duplicates": int((dups["kind"].str.startswith("same")).sum()),
     }

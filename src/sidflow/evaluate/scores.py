@@ -57,15 +57,26 @@ def score_student(
     )[perturbation]
 
 
-def iter_views(manifest, processed_dir, views: dict[str, tuple[str | Path, list | None]]):
+def iter_views(
+    manifest, processed_dir, views: dict[str, tuple[str | Path, list | None]], fold=None
+):
     """``(perturbation, out_path, images, pixels)`` per view ``{perturbation: (out_path,
     chain)}`` of one generator, reading its images once: the clean view has the val + test
     rows and ``pixels`` None (score the ``jpeg`` bytes); a chain has the test rows and their
-    perturbed HxWx3 uint8 ``pixels`` (thresholds come from clean validation data)."""
+    perturbed HxWx3 uint8 ``pixels`` (thresholds come from clean validation data).
+    ``fold`` = (f, k): the rows as k-fold model f sees them (:mod:`sidflow.data.folds`)."""
     from sidflow.data.loading import load_images
 
     clean = any(not chain for _, chain in views.values())
-    every = load_images([manifest], [processed_dir], SCORE_SPLITS if clean else ("test",))
+    wanted = SCORE_SPLITS if clean else ("test",)
+    if fold is None:
+        every = load_images([manifest], [processed_dir], wanted)
+    else:  # a fold may hold none of a small generator's images: then its tables are empty
+        from sidflow.data.folds import fold_view
+
+        man = fold_view(pd.read_parquet(manifest), *fold, source=str(manifest))
+        man = man[man["split"].isin(wanted)]
+        every = load_images([man], [processed_dir]) if len(man) else man.assign(jpeg=[])
     for perturbation, (out_path, chain) in views.items():
         if not chain:
             yield perturbation, out_path, every, None
@@ -74,6 +85,9 @@ def iter_views(manifest, processed_dir, views: dict[str, tuple[str | Path, list 
 
         images = every[every["split"] == "test"].reset_index(drop=True)
         if images.empty:
+            if fold is not None:  # a small generator may have no image in this fold
+                yield perturbation, out_path, images, None
+                continue
             raise ValueError(f"{manifest}: no test images to score under {perturbation!r}")
         yield perturbation, out_path, images, perturbed_arrays(images["jpeg"], chain)
 
@@ -84,7 +98,33 @@ def score_student_views(
 ) -> dict[str, int]:  # fmt: skip
     """The score_student step: one generator's scores under every view ``{perturbation:
     (out_path, chain)}`` (``none``: clean val + test; a chain: its test images perturbed),
-    loading the model and the images once. Returns the rows written per view."""
+    loading the model and the images once. Returns the rows written per view.
+
+    A k-fold model folder (:mod:`sidflow.train.kfold`): each fold's model scores the images of
+    its own test part and validation part, with its hard ``verdict`` at its own validation
+    threshold; the folds' tables are concatenated, so every image is a test row once."""
+    from sidflow.data.folds import FOLDS_FILE, fold_name
+    from sidflow.io import read_json
+
+    folds_file = Path(model_dir) / FOLDS_FILE
+    if not folds_file.is_file():
+        tables = _score_views(
+            model_dir, manifest, processed_dir, detector, views, device, batch_size
+        )
+    else:
+        k = int(read_json(folds_file)["k"])
+        parts = [_score_views(Path(model_dir) / fold_name(f), manifest, processed_dir, detector, views,
+                              device, batch_size, fold=(f, k)) for f in range(k)]  # fmt: skip
+        tables = {v: pd.concat([p[v] for p in parts], ignore_index=True) for v in views}
+    for perturbation, (out_path, _) in views.items():
+        write_parquet(out_path, tables[perturbation], SCORES_SCHEMA)
+    return {v: len(t) for v, t in tables.items()}
+
+
+def _score_views(model_dir, manifest, processed_dir, detector, views, device, batch_size,
+                 fold=None) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """One student model's scores table per view (with ``fold``: verdicts at its threshold)."""
+    import numpy as np
     import torch
 
     from sidflow.data.loading import ImageBank
@@ -98,8 +138,11 @@ def score_student_views(
     names = cfg.get("object_classes") or []
     # the attribution head's classes: real + dataset/generator
     sources = cfg.get("generators") or []
-    rows = {}
-    for perturbation, out_path, images, pixels in iter_views(manifest, processed_dir, views):
+    tables = {}
+    for perturbation, _, images, pixels in iter_views(manifest, processed_dir, views, fold):
+        if images.empty:
+            tables[perturbation] = scores_table(images, np.zeros(0), detector, perturbation)
+            continue
         if pixels is not None:
             bank = ImageBank.from_arrays(pixels, cfg["image_mean"], cfg["image_std"])
         else:
@@ -107,12 +150,12 @@ def score_student_views(
         preds = predict(model, bank, batch_size, dev, amp)
         obj = [names[i] for i in preds["object_pred"]] if "object_pred" in preds else None
         gen = [sources[i] for i in preds["generator_pred"]] if "generator_pred" in preds else None
-        table = scores_table(
-            images, preds["p_fake"], detector, perturbation, obj, generator_pred=gen
+        verdict = (np.where(preds["p_fake"] >= meta["threshold"], "fake", "real")
+                   if fold is not None else None)  # fmt: skip
+        tables[perturbation] = scores_table(
+            images, preds["p_fake"], detector, perturbation, obj, verdict, generator_pred=gen
         )
-        write_parquet(out_path, table, SCORES_SCHEMA)
-        rows[perturbation] = len(images)
-    return rows
+    return tables
 
 
 def score_explainer_views(

@@ -269,7 +269,12 @@ def load_student(model_dir: str | Path):
     after checking its integrity hashes (:func:`check_student`)."""
     from safetensors.torch import load_file
 
+    from sidflow.data.folds import FOLDS_FILE
+
     folder = Path(model_dir)
+    if (folder / FOLDS_FILE).is_file():
+        raise ValueError(f"{folder}: a k-fold model folder (one model per fold, splits.mode kfold): "
+                         f"load one of its folds, e.g. {folder / 'fold0'}")  # fmt: skip
     if not (folder / "student.json").is_file():
         raise FileNotFoundError(f"{folder}: not a student folder (no student.json)")
     meta = read_json(folder / "student.json")

@@ -109,9 +109,21 @@ def _encode_note(modes: set[str]) -> str:
             "of the image content. Check the shortcut audit and the encoding column below.</p>")  # fmt: skip
 
 
+def _kfold_note(k: int) -> str:
+    """What the test figures mean under k-fold splits (``""`` without them)."""
+    if not k:
+        return ""
+    return (f"<p><b>{k}-fold cross-validation</b> (<code>splits.mode: kfold</code>): each trained detector is "
+            f"{k} models. Model <i>f</i> is tested on fold <i>f</i>, validated on fold <i>f</i>+1 (early stopping "
+            f"and its threshold) and trained on the other {k - 2} folds, so every image below is a test image "
+            "exactly once. The test metrics pool the folds: AP and AUC rank all the images' scores together, "
+            "and each image's accuracy is judged at its own fold model's validation threshold (the tables "
+            "then show no single threshold).</p>")  # fmt: skip
+
+
 def dataset_card_section(r: ReportData) -> str:
     """Per generator: inputs, written, quarantined, duplicates, split sizes; quarantined files."""
-    rows, modes = [], set()
+    rows, modes, k = [], set(), 0
     for key, folder in sorted(r.processed_dirs.items()):
         pre = read_json(Path(folder) / "summary.json")
         man = read_json(r.manifest_summaries[key])
@@ -120,9 +132,12 @@ def dataset_card_section(r: ReportData) -> str:
         rows.append({"generator": key, "inputs": pre["inputs"], "written": pre["written"],
                      "quarantined": pre["quarantined"], "exact duplicates": man["exact_duplicates"],
                      "cross-split duplicates": man["cross_split_duplicates"], **man["splits"],
-                     "encoding": enc or "jpeg"})  # fmt: skip
+                     "encoding": enc or "jpeg",
+                     **{f"fold {i}": n for i, n in enumerate(man.get("folds", []))}})  # fmt: skip
+        k = max(k, len(man.get("folds", [])))
     out = [
         "<h2>Dataset card</h2>",
+        _kfold_note(k),
         _encode_note(modes),
         table(pd.DataFrame(rows), left=("generator", "encoding")),
     ]

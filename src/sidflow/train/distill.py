@@ -135,11 +135,12 @@ class _Data:
         return [h for h, t in (("object", self.obj), ("generator", self.gen)) if t is not None]
 
 
-def _load_data(student_cfg, cfg: DistillConfig, manifests, processed_dirs, cache_paths) -> _Data:
+def _load_data(student_cfg, cfg: DistillConfig, manifests, processed_dirs, cache_paths,
+               fold: tuple[int, int] | None = None) -> _Data:  # fmt: skip
     """Images, labels, the teachers' soft labels / embeddings from the cache, head targets
-    (the extra heads' names go into ``student_cfg``)."""
-    train = load_images(manifests, processed_dirs, ["train"])
-    val = load_images(manifests, processed_dirs, ["val"])
+    (the extra heads' names go into ``student_cfg``); ``fold`` = (f, k): k-fold model f's splits."""
+    train = load_images(manifests, processed_dirs, ["train"], fold=fold)
+    val = load_images(manifests, processed_dirs, ["val"], fold=fold)
     use_kd = (cfg.alpha > 0 or cfg.beta > 0) and bool(cache_paths)
     soft, embeddings = None, {}
     if use_kd:
@@ -253,16 +254,18 @@ def train_student(
     preprocess: dict | None = None,
     checkpoint_dir: str | Path | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    fold: tuple[int, int] | None = None,
 ) -> dict:
     """Train one student variant; ``preprocess`` (image_size, jpeg_quality...) is stored
     with the model so that ``sidflow predict`` applies exactly the same treatment.
-    ``checkpoint_dir`` (default ``<out_dir>.ckpt``) holds the per-epoch checkpoint."""
+    ``checkpoint_dir`` (default ``<out_dir>.ckpt``) holds the per-epoch checkpoint.
+    ``fold`` = (f, k): train k-fold model f (:mod:`sidflow.data.folds`; card key ``fold``)."""
     rank, size, _ = world()
     device = init_distributed(select_device(cfg.device))
     dtype = amp_dtype(device, cfg.precision)
     seed_everything(cfg.seed)
     student_cfg = resolve_student_config(student_cfg)  # e.g. ImageNet weights' normalisation
-    data = _load_data(student_cfg, cfg, manifests, processed_dirs, cache_paths)
+    data = _load_data(student_cfg, cfg, manifests, processed_dirs, cache_paths, fold)
     model, criterion, opt, sched = _build(student_cfg, cfg, data, device)
     task = _StudentTrainee(student_cfg, cfg, data, model, criterion, opt, sched, device, dtype)
     ckpt = Checkpoint(Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.ckpt"),
@@ -280,7 +283,8 @@ def train_student(
     meta = {"student": asdict(student_cfg), "distill": asdict(cfg),
             "teachers": sorted(cache_paths) if data.use_kd else [],
             **card_fields(state, data.val["label"], len(data.train)),
-            "world_size": size, "preprocess": preprocess or {}}  # fmt: skip
+            "world_size": size, "preprocess": preprocess or {},
+            **({"fold": {"fold": fold[0], "k": fold[1]}} if fold else {})}  # fmt: skip
     if rank == 0:
         save_student(model.cpu(), meta, out_dir)
         ckpt.remove()

@@ -5,7 +5,7 @@
 
 A spec is ``{"student": {...StudentConfig}, "distill": {...DistillConfig}, "manifests": [...],
 "processed_dirs": [...], "cache_paths": {teacher: [...]}, "out_dir": ..., "checkpoint_dir": ...,
-"preprocess": {...}}``.
+"preprocess": {...}}``, and ``"kfold": k`` to train one model per fold (:mod:`sidflow.train.kfold`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,26 @@ def run_spec(spec: dict) -> dict:
     from sidflow.models.student import StudentConfig
     from sidflow.train.distill import DistillConfig, train_student
 
-    return train_student(
-        student_cfg=StudentConfig(**spec["student"]),
-        cfg=DistillConfig(**spec["distill"]),
-        manifests=spec["manifests"],
-        processed_dirs=spec["processed_dirs"],
-        cache_paths=spec.get("cache_paths") or {},
-        out_dir=spec["out_dir"],
-        preprocess=spec.get("preprocess"),
-        checkpoint_dir=spec.get("checkpoint_dir"),
-    )
+    def one(out_dir, checkpoint_dir, fold=None) -> dict:
+        return train_student(
+            student_cfg=StudentConfig(**spec["student"]),
+            cfg=DistillConfig(**spec["distill"]),
+            manifests=spec["manifests"],
+            processed_dirs=spec["processed_dirs"],
+            cache_paths=spec.get("cache_paths") or {},
+            out_dir=out_dir,
+            preprocess=spec.get("preprocess"),
+            checkpoint_dir=checkpoint_dir,
+            fold=fold,
+        )
+
+    k = int(spec.get("kfold") or 0)
+    if not k:
+        return one(spec["out_dir"], spec.get("checkpoint_dir"))
+    from sidflow.train.kfold import train_folds
+
+    ckpt = spec.get("checkpoint_dir") or f"{spec['out_dir']}.ckpt"
+    return train_folds(lambda f, out, c: one(out, c, (f, k)), spec["out_dir"], ckpt, k)
 
 
 def run_spec_file(path: str | Path) -> dict:
