@@ -102,3 +102,21 @@ def test_remove_leaves_other_keys_of_the_same_teacher(root):
     make(root, "results/teachers/vitgpt2/0123456789", "results/teachers/vitgpt2/9876543210")
     remove(root, ["results/teachers/vitgpt2/0123456789"])
     assert sorted(p.name for p in (root / "results/teachers/vitgpt2").iterdir()) == ["9876543210"]
+
+
+@pytest.mark.unit
+def test_dvc_never_deletes_the_stores_experiments_share():
+    """DVC deletes a stage's outputs before it reruns the stage: every keyed store that other
+    experiments share (teachers, teacher caches, CLIP backbones, features) is ``persist``."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    shared = {"results/teachers", "results/cache", "results/backbones", "results/features"}
+    seen = set()
+    for name, stage in stages.items():
+        for out in (stage.get("do") or stage).get("outs", []):
+            path, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+            if path.split("/${")[0] in shared or path in shared:
+                seen.add(path.split("/${")[0])
+                assert opts.get("persist") is True, f"dvc.yaml stage {name}: {path} is not persist"
+    assert seen == shared

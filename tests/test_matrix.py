@@ -91,6 +91,7 @@ def _metrics(cell_train):
     for gen in ("a", "b"):
         rows.append({"detector": "s", "perturbation": "none", "dataset": "d", "generator": gen, "is_real": False,
                      "in_distribution": gen in cell_train, "ap": 0.9 if gen in cell_train else 0.6, "auc": 0.5,
+                     "n_real": 40, "n_fake": 100 if gen == "a" else 12,
                      "accuracy": 0.5, "fake_accuracy": 0.5})  # fmt: skip
     rows.append({**rows[0], "generator": "real", "is_real": True})
     rows.append({**rows[0], "generator": "all", "ap": 0.7})
@@ -115,5 +116,7 @@ def test_collect_matrix_marks_in_distribution(tmp_path):
     }
     page = matrix_html(table, "t")
     assert "0.900*" in page and "0.600" in page and "0.600*" not in page
+    # each test generator's counts head its column; b's 12 fakes are marked as too few
+    assert "test images (real / fake)" in page and "40 / 100<" in page and "40 / 12 ⚠" in page
     with pytest.raises(FileNotFoundError, match="has not been run"):
         collect_matrix({"m-x-c": ["d/real", "d/c"]}, tmp_path)

@@ -94,20 +94,32 @@ def collect_matrix(cells: dict[str, list[str]], results: str | Path = "results")
         frames.append(
             m.assign(cell=name, train=" + ".join(t for t in train if not t.endswith("/real")))
         )
-    cols = ["cell", "train", "detector", "dataset", "generator", "in_distribution", "ap", "auc", "accuracy",
-            "fake_accuracy"]  # fmt: skip
+    cols = ["cell", "train", "detector", "dataset", "generator", "in_distribution", "n_real", "n_fake", "ap",
+            "auc", "accuracy", "fake_accuracy"]  # fmt: skip
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def matrix_html(table: pd.DataFrame, title: str, metric: str = "ap") -> str:
-    """One AP grid per detector: rows = training cell, columns = test generator; * = in-distribution."""
+def matrix_html(table: pd.DataFrame, title: str, metric: str = "ap", min_count: int = 30) -> str:
+    """One AP grid per detector: rows = training cell, columns = test generator; * = in-distribution.
+    The first row gives each column's test images (real / fake) and marks a column resting on
+    fewer than ``min_count`` images of a class (``report.min_class_count``)."""
+    from sidflow.report.caveats import MARK
+
     parts = [f"<h1>{html.escape(title)}</h1><p>{metric.upper()} on each test generator's test split "
-             "(its fakes vs its dataset's real test images); * marks a generator seen in training.</p>"]  # fmt: skip
+             "(its fakes vs its dataset's real test images); * marks a generator seen in training; "
+             f"{MARK} marks a test generator with fewer than {min_count} test images of a class "
+             "(wide intervals: one image moves the value a lot).</p>"]  # fmt: skip
     for detector, d in table.groupby("detector", sort=True):
         d = d.assign(test=d["dataset"] + "/" + d["generator"])
         cell = d.apply(lambda r: f"{r[metric]:.3f}{'*' if r['in_distribution'] else ''}", axis=1)
         grid = d.assign(v=cell).pivot(index="train", columns="test", values="v")
-        parts.append(f"<h2>{html.escape(detector)}</h2>" + grid.to_html(escape=True))
+        counts = d.groupby("test")[["n_real", "n_fake"]].max()
+        small = (counts["n_real"] < min_count) | (counts["n_fake"] < min_count)
+        first = pd.DataFrame([{t: f"{int(r.n_real)} / {int(r.n_fake)}{' ' + MARK if small[t] else ''}"
+                               for t, r in counts.iterrows()}], index=["test images (real / fake)"])  # fmt: skip
+        parts.append(
+            f"<h2>{html.escape(detector)}</h2>" + pd.concat([first, grid]).to_html(escape=True)
+        )
     style = "body{font-family:system-ui,sans-serif;margin:2rem}td,th{border:1px solid #ddd;padding:.2rem .5rem}"
     return f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>{"".join(parts)}</body></html>'
 
@@ -146,6 +158,7 @@ def run_matrix(
     write_parquet(out / "matrix.parquet", table)
     table.to_csv(out / "matrix.csv", index=False)
     with atomic_path(out / "index.html", suffix=".html") as tmp:
-        tmp.write_text(matrix_html(table, f"sidflow {mode} matrix: {cfg['experiment']['name']}"))
+        title = f"sidflow {mode} matrix: {cfg['experiment']['name']}"
+        tmp.write_text(matrix_html(table, title, min_count=cfg["report"]["min_class_count"]))
     print(f"# matrix: {out / 'matrix.csv'}, {out / 'index.html'}", file=sys.stderr)
     return 0
