@@ -21,7 +21,19 @@ from sidflow.report.context import ReportData
 from sidflow.report.format import num, table
 
 # model-card entries shown for every model
-CARD_FACTS = ("threshold", "best_epoch", "val_ap", "train_images", "checkpoint_hash", "teachers")
+CARD_FACTS = (
+    "threshold",
+    "best_epoch",
+    "val_ap",
+    "train_images",
+    "checkpoint_hash",
+    "teachers",
+    "kfold",
+    "fold_thresholds",
+    "fold_best_epochs",
+    "fold_val_aps",
+    "fold_train_images",
+)
 # quarantined inputs listed at most
 MAX_QUARANTINED = 200
 
