@@ -118,3 +118,43 @@ def test_indexes_are_left_alone_while_another_run_holds_the_lock(tmp_path, caplo
     assert not lock_held(locks)
     (locks / "0.input.lock").write_text("data/raw/demo/real\n")
     assert lock_held(locks) and "holds the lock" in caplog.text
+
+
+def test_watch_modes_files_sees_in_place_edits_dirs_sees_added_removed_renamed(raw, tmp_path):
+    """files: every file stat'ed; dirs: only folder mtimes (a file added, removed or renamed,
+    in any sub-folder); auto: files below AUTO_FILES files, dirs above."""
+    index = tmp_path / "index" / "d" / "g.tsv"
+    write_index(raw, index)
+    pairs, stat = [(raw, index)], tmp_path / "stat"
+    assert refresh_indexes(pairs, stat, "dirs") == []  # first check: a full scan, no change
+    signature = stat / "d" / "g.dirs.json"
+    assert set(raw_index.read_json(signature)["dirs"]) == {"", "sub", "sub/deeper"}
+
+    def rewrite_in_place(path, data):  # same name, same folder: no folder mtime changes
+        folder_times = {p: p.stat().st_mtime_ns for p in (raw, raw / "sub")}
+        path.write_bytes(data)
+        assert all(p.stat().st_mtime_ns == t for p, t in folder_times.items())
+
+    rewrite_in_place(raw / "sub" / "c.png", b"edited")
+    assert refresh_indexes(pairs, stat, "dirs") == []  # dirs cannot see it (documented)
+    assert refresh_indexes(pairs, stat, "auto") == [str(index)]  # small folder: per file
+    assert _sha(b"edited") in index.read_text()
+    for change in (
+        lambda: (raw / "sub" / "deeper" / "new.png").write_bytes(b"n"),  # added, two levels down
+        lambda: (raw / "sub" / "c.png").rename(raw / "sub" / "c2.png"),  # renamed
+        lambda: (raw / "b.png").unlink(),  # removed
+        lambda: (raw / "sub" / "fresh").mkdir(),  # a new (empty) folder: no new file, no change
+    ):
+        change()
+        got = refresh_indexes(pairs, stat, "dirs")
+        assert got == ([] if "mkdir" in str(change.__code__.co_names) else [str(index)])
+    assert index.read_text().count("\n") == 1 + 4  # header + a, c2, .hidden, new
+    # auto treats a folder of AUTO_FILES files or more like dirs
+    raw_index.write_json(
+        signature, {**raw_index.read_json(signature), "files": raw_index.AUTO_FILES}
+    )
+    rewrite_in_place(raw / "a.png", b"A2")
+    assert refresh_indexes(pairs, stat, True) == []
+    assert refresh_indexes(pairs, stat, "files") == [str(index)]
+    with pytest.raises(ValueError, match="watch_raw: 'sometimes'"):
+        refresh_indexes(pairs, stat, "sometimes")

@@ -34,6 +34,7 @@ if config["watch_raw"] and workflow.is_main_process and not raw_lock_held():
             for d, g in PLAN.generators()
         ],
         ".snakemake/sidflow-raw-stat",
+        config["watch_raw"],
     )
 NAME = "[a-z0-9][a-z0-9._-]{0,63}"
 
