@@ -6,6 +6,7 @@ Generates ``n`` photo-like JPEGs of ``size`` x ``size`` in a temporary folder, t
 times, in one run:
 
 * naive: ``PIL.Image.open -> convert("RGB") -> resize -> save JPEG`` per file, one process;
+* draft decode only: ``Image.draft`` + ``load`` per file, one process (the floor per core);
 * sidflow: ``preprocess_generator`` (JPEG draft-mode decoding, sharded Parquet output,
   quarantine bookkeeping) with 1 worker and with ``--threads`` workers.
 
@@ -53,6 +54,14 @@ def naive(folder: Path, image_size: int, quality: int) -> None:
             out.save(io.BytesIO(), format="JPEG", quality=quality)
 
 
+def draft_decode(folder: Path, image_size: int) -> None:
+    """The floor: JPEG draft-mode decoding alone (no resize, encode, hashing or output)."""
+    for path in sorted(folder.iterdir()):
+        with Image.open(path) as img:
+            img.draft("RGB", (image_size, image_size))
+            img.load()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,6 +91,13 @@ def main() -> None:
             "images_per_s": round(args.n / naive_s, 1),
             "mb_per_s": round(mb / naive_s, 1),
         }
+        t = time.perf_counter()
+        draft_decode(raw, args.image_size)
+        draft_s = time.perf_counter() - t
+        results["draft_decode_only"] = {
+            "seconds": round(draft_s, 2),
+            "images_per_s": round(args.n / draft_s, 1),
+        }
         params = PreprocessParams(
             image_size=args.image_size, jpeg_quality=args.quality, shard_size=1000
         )
@@ -92,7 +108,9 @@ def main() -> None:
             s = time.perf_counter() - t
             assert summary["written"] == args.n, summary
             results[f"sidflow_{threads}w"] = {"seconds": round(s, 2), "images_per_s": round(args.n / s, 1),
-                                              "mb_per_s": round(mb / s, 1), "speedup_vs_naive": round(naive_s / s, 2)}  # fmt: skip
+                                              "mb_per_s": round(mb / s, 1), "speedup_vs_naive": round(naive_s / s, 2),
+                                              # per worker, how much slower than decoding alone
+                                              "per_core_vs_draft_decode": round(s * threads / draft_s, 2)}  # fmt: skip
     print(json.dumps(results, indent=2))
 
 
