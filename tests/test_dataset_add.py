@@ -273,7 +273,10 @@ def test_add_kfold_overlay_plans_a_kfold_run_the_checks_accept(in_repo, tmp_path
     res = add_dataset("mine", str(data), sheet=sheet, overlay_dir=out, kfold=4)
     overlay = yaml.safe_load(res.overlay_path.read_text())
     assert overlay["splits"] == {"mode": "kfold", "k": 4}
-    assert overlay["gradcam"] == {"enabled": False} and overlay["experiment"]["shortcut_audit"] is False
+    assert (
+        overlay["gradcam"] == {"enabled": False}
+        and overlay["experiment"]["shortcut_audit"] is False
+    )
     cfg, plan = load_checked("config.yaml", overlays=[str(res.overlay_path)])  # check_kfold passes
     assert cfg["splits"]["mode"] == "kfold" and plan.detectors_of("student") == ["student-nokd"]
     with pytest.raises(DatasetAddError, match="--kfold 2: k-fold needs 3 to 20 folds"):
