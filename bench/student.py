@@ -253,10 +253,16 @@ VARIANTS = {  # name -> threads, bf16 autocast, channels_last, batch, torch.comp
     "bf16_batch512_2threads": dict(threads=2, bf16=True, batch=512),
     "compile_fp32_2threads": dict(threads=2, compile=True),
     "compile_bf16_2threads": dict(threads=2, bf16=True, compile=True),
+    # the `cifar` stem (3x3 stride 1, no max-pool: 32x32 maps into layer1), as the CIFAKE run trains
+    "cifar_stem_bf16_channels_last_2threads": dict(
+        threads=2, bf16=True, channels_last=True, stem="cifar"
+    ),
 }
 
 
-def train_setup(bf16=False, channels_last=False, batch=256, compile=False, seed=0):
+def train_setup(
+    bf16=False, channels_last=False, batch=256, compile=False, seed=0, stem="cifar-maxpool"
+):
     """The CIFAKE student as sidflow.train.distill builds it, AdamW, one training step."""
     import torch.nn.functional as F
 
@@ -264,7 +270,7 @@ def train_setup(bf16=False, channels_last=False, batch=256, compile=False, seed=
     from sidflow.models.student import StudentConfig, create_student
 
     torch.manual_seed(seed)
-    model = create_student("resnet18", StudentConfig(image_size=32, stem="cifar-maxpool")).train()
+    model = create_student("resnet18", StudentConfig(image_size=32, stem=stem)).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
