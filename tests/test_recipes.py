@@ -72,7 +72,8 @@ def test_cnndetection_recipe_with_a_driving_attribution_head_trains_and_scores(t
     out = tmp_path / "student"
     aug = dict(AUGMENT)
     train_student(StudentConfig(arch="npr", image_size=32, attribution_drives=True),
-                  DistillConfig(alpha=0.0, epochs=1, batch_size=16, seed=2, generator_weight=1.0, augment=aug),
+                  DistillConfig(alpha=0.0, epochs=1, batch_size=16, seed=2, generator_weight=1.0, augment=aug,
+                                precision="fp32"),  # scored in fp32 too: exact parity
                   tiny_data["manifests"], tiny_data["processed"], {}, out,
                   preprocess={"image_size": 32, "jpeg_quality": 95})  # fmt: skip
     meta = json.loads((out / "student.json").read_text())
