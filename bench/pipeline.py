@@ -121,16 +121,25 @@ def demo() -> dict:
             "jobs_per_rule": dict(sorted(rules.items()))}  # fmt: skip
 
 
+def busy_cpu_seconds() -> float:
+    """The machine's non-idle CPU seconds so far (/proc/stat; all processes, SLURM jobs too)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def slurm() -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
            "-s", "tests/test_slurm.py"]  # fmt: skip
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), busy_cpu_seconds()
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=3600)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, busy_cpu_seconds() - cpu0
     text = r.stdout + r.stderr
     setups = [float(s) for s in re.findall(r"([\d.]+)s setup\s+tests/test_slurm.py", text)]
     return {"rc": r.returncode, "pytest_wall_s": round(wall, 1),
             "slurm_run_s": max(setups) if setups else None,
+            "busy_cores_mean": round(cpu / wall, 2),  # the machine's, over the whole pytest run
             "summary": text.strip().splitlines()[-1] if text.strip() else ""}  # fmt: skip
 
 
