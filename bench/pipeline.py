@@ -15,8 +15,9 @@
   README's first Quickstart command without its install part); wall time, jobs run, and the
   jobs per rule.
 * ``--slurm``: runs ``pytest tests/test_slurm.py`` (which starts slurmctld + slurmd and runs the
-  shrunken demo through ``profiles/slurm``) and reports the fixture's setup time (the SLURM run)
-  with the number of Snakemake jobs and SLURM submissions it printed. Needs root and
+  shrunken demo through ``profiles/slurm``) and reports the fixture's setup time (the SLURM run;
+  the test itself asserts fewer submissions than jobs) and the machine's mean busy cores over
+  the pytest run (``student.Machine.busy_s``: the SLURM jobs are no children of it). Needs root and
   Debian's slurm-wlm (``bash .ci/system-packages.sh``).
 
 Prints JSON; with ``--out`` also writes it. Run on a quiet machine: each figure is wall time.
@@ -35,6 +36,8 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from student import Machine  # bench/student.py: the machine's busy CPU seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 LIGHT = ["sidflow.data.sources", "sidflow.data.preprocess", "sidflow.data.manifest",
@@ -93,13 +96,8 @@ def job_cost(repeats: int = 3) -> dict:
             for n in walls:
                 for f in (work / "out").glob("*.txt"):
                     f.unlink()
-                cmd = [
-                    "snakemake",
-                    "-j1",
-                    "all",
-                    "--config",
-                    f"count={n}",
-                ]  # config last: it takes a list
+                # --config last: it takes every following word as a key=value pair
+                cmd = ["snakemake", "-j1", "all", "--config", f"count={n}"]
                 walls[n].append(_timed(cmd, cwd=work)[0])
     w1, w11 = (statistics.median(walls[n]) for n in (1, 11))
     out.update(snakemake_1_job_s=round(w1, 2), snakemake_11_jobs_s=round(w11, 2),
@@ -121,20 +119,12 @@ def demo() -> dict:
             "jobs_per_rule": dict(sorted(rules.items()))}  # fmt: skip
 
 
-def busy_cpu_seconds() -> float:
-    """The machine's non-idle CPU seconds so far (/proc/stat; all processes, SLURM jobs too)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def slurm() -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
            "-s", "tests/test_slurm.py"]  # fmt: skip
-    t0, cpu0 = time.perf_counter(), busy_cpu_seconds()
+    t0, cpu0 = time.perf_counter(), Machine.busy_s()
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=3600)
-    wall, cpu = time.perf_counter() - t0, busy_cpu_seconds() - cpu0
+    wall, cpu = time.perf_counter() - t0, Machine.busy_s() - cpu0
     text = r.stdout + r.stderr
     setups = [float(s) for s in re.findall(r"([\d.]+)s setup\s+tests/test_slurm.py", text)]
     return {"rc": r.returncode, "pytest_wall_s": round(wall, 1),
