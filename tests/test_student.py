@@ -171,3 +171,23 @@ def test_precision_resolution():
         amp_dtype(cpu, "fp16")
     with pytest.raises(ValueError, match="precision"):
         amp_dtype(cpu, "fp8")
+
+
+def test_random_translate_shifts_each_image_within_its_bound():
+    from sidflow.data.loading import random_translate
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 12, 10)
+    y = random_translate(x, 3)
+    assert y.shape == x.shape
+    for a, b in zip(x, y, strict=True):
+        # the interior of the shifted image is the original moved by one (dy, dx) in [-3, 3]
+        found = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                 if torch.equal(b[:, 3:-3, 3:-3], a[:, 3 + dy : 9 + dy, 3 + dx : 7 + dx])]  # fmt: skip
+        assert len(found) >= 1
+    assert not torch.equal(y, x)  # 16 images: some shift is non-zero
+    torch.manual_seed(0)
+    x2 = torch.rand(16, 3, 12, 10)
+    assert torch.equal(random_translate(x2, 3), y)  # drawn from the seeded torch RNG
+    with pytest.raises(ValueError, match="translate=10 pixels"):
+        random_translate(x, 10)

@@ -148,14 +148,35 @@ class ImageBank:
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
         return (x - channel_stat(self.mean)) / channel_stat(self.std)
 
-    def batch(self, idx, augment: bool = False) -> torch.Tensor:
+    def batch(self, idx, augment: bool = False, translate: int = 0) -> torch.Tensor:
+        """Normalised floats of images ``idx``; ``augment``: a random horizontal flip per image
+        and, with ``translate`` > 0, a random shift of up to that many pixels
+        (:func:`random_translate`), both drawn from the (per-epoch seeded) torch RNG."""
         if self.decoded is not None:
             x = (
                 self.decoded[torch.as_tensor(idx)].float() / 255.0 - channel_stat(self.mean)
             ) / channel_stat(self.std)
         else:
             x = to_tensor([self.jpegs[i] for i in idx], self.mean, self.std)
-        if augment:  # random horizontal flip, from the (per-epoch seeded) torch RNG
+        if augment:
             flip = torch.rand(len(x)) < 0.5
             x[flip] = torch.flip(x[flip], dims=[3])
+            if translate > 0:
+                x = random_translate(x, translate)
         return x
+
+
+def random_translate(x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Each image of the N x C x H x W batch shifted by its own random (dy, dx) in
+    [-pixels, pixels], the uncovered border filled by reflection (the "pad and random crop"
+    augmentation of CIFAR training, done on the whole batch with one gather)."""
+    n, _, h, w = x.shape
+    if pixels >= min(h, w):
+        raise ValueError(f"translate={pixels} pixels needs images larger than that, got {h}x{w}")
+    padded = torch.nn.functional.pad(x, (pixels,) * 4, mode="reflect")
+    dy, dx = torch.randint(0, 2 * pixels + 1, (2, n))
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # n x 1 x h x 1
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # n x 1 x 1 x w
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[batch, chans, rows, cols]

@@ -7,7 +7,9 @@ The loss and the teacher mixture are in :mod:`sidflow.train.distill_loss`. Teach
 are never run here: their logits and embeddings come from the cache. ``alpha = 0``
 (or no teachers) is the plain supervised no-KD baseline. The epochs run in the shared loop
 (:mod:`sidflow.train.loop`); every epoch is checkpointed (:mod:`sidflow.train.checkpoint`),
-a killed run resumes with identical results.
+a killed run resumes with identical results. ``translate`` adds random shifts to the flips;
+``ema`` validates, keeps and saves an exponential moving average of the weights instead of the
+raw ones (both off by default).
 Started by ``torchrun`` it trains data-parallel (:mod:`sidflow.train.distributed`).
 """
 
@@ -69,6 +71,8 @@ class DistillConfig:
     compile: bool = False  # torch.compile the student (needs a C++ compiler on CPU)
     # blur + JPEG training augmentation per image and epoch (CNNDetection); None: flips only
     augment: dict | None = None
+    translate: int = 0  # random shift of up to this many pixels per image (reflect-padded)
+    ema: float = 0.0  # > 0: per-step decay of a weight average that is validated and kept
     seed: int = 0
     device: str = "auto"
 
@@ -182,6 +186,7 @@ class _StudentTrainee:
     def __init__(self, student_cfg, cfg: DistillConfig, data: _Data, model, criterion, opt,
                  sched, device, dtype):  # fmt: skip
         self.student_cfg, self.cfg, self.data, self.model = student_cfg, cfg, data, model
+        self.net_model = model  # the weights the optimiser trains (``model``: the ones kept)
         self.opt, self.sched, self.device, self.dtype = opt, sched, device, dtype
         self.rank, self.size, _ = world()
         mean, std = student_cfg.image_mean, student_cfg.image_std
@@ -192,6 +197,14 @@ class _StudentTrainee:
         self.net = _Trainable(
             torch.compile(model) if cfg.compile else model, criterion, dtype, device
         )
+        # with ``ema``, validation, the best epoch and the saved weights are the average's
+        self.ema = None
+        if cfg.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema),
+                                     use_buffers=True)  # fmt: skip
+            self.model = self.ema.module
         if self.size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         self.t0, self.n, self.epoch = 0.0, 0, 0
@@ -206,12 +219,16 @@ class _StudentTrainee:
                 idx, self.train_ids, self.epoch, self.cfg.seed, self.cfg.augment
             )
         else:
-            x = self.bank.batch(idx, augment=True)
+            x = self.bank.batch(idx, augment=True, translate=self.cfg.translate)
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         d = self.data
         return self.net(x, self._to(d.labels, idx), self._to(d.soft, idx),
                         {k: self._to(v, idx) for k, v in d.embeddings.items()},
                         self._to(d.obj, idx), self._to(d.gen, idx))  # fmt: skip
+
+    def _average(self) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.net_model)
 
     def _batches(self, order: np.ndarray):
         bs, per_rank = self.cfg.batch_size, max(1, self.cfg.batch_size // self.size)
@@ -226,8 +243,8 @@ class _StudentTrainee:
         self.t0 = time.time()
         steps = -(-len(order) // self.cfg.batch_size)
         progress = Progress(f"student epoch {epoch + 1}", steps) if self.rank == 0 else None
-        sums, self.n = train_one_epoch(self.net, self._step, self._batches(order), self.opt,
-                                       self.sched, LOSS_KEYS, progress)  # fmt: skip
+        sums, self.n = train_one_epoch(self.net, self._step, self._batches(order), self.opt, self.sched,
+                                       LOSS_KEYS, progress, after_step=self._average)  # fmt: skip
         return {k: v / max(self.n, 1) for k, v in sums.items()}
 
     def predict_val(self) -> dict[str, np.ndarray]:
@@ -268,9 +285,9 @@ def train_student(
     data = _load_data(student_cfg, cfg, manifests, processed_dirs, cache_paths, fold)
     model, criterion, opt, sched = _build(student_cfg, cfg, data, device)
     task = _StudentTrainee(student_cfg, cfg, data, model, criterion, opt, sched, device, dtype)
+    modules = {"model": model, "criterion": criterion, **({"ema": task.ema} if task.ema is not None else {})}
     ckpt = Checkpoint(Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.ckpt"),
-                      {"model": model, "criterion": criterion}, {"optimizer": opt, "scheduler": sched},
-                      write=rank == 0)  # fmt: skip
+                      modules, {"optimizer": opt, "scheduler": sched}, write=rank == 0)  # fmt: skip
     soft = [data.soft.numpy()] if data.soft is not None else []
     configs = [asdict(student_cfg), asdict(cfg) | {"device": "", "compile": False}]
     state = ckpt.resume(
@@ -286,7 +303,7 @@ def train_student(
             "world_size": size, "preprocess": preprocess or {},
             **({"fold": {"fold": fold[0], "k": fold[1]}} if fold else {})}  # fmt: skip
     if rank == 0:
-        save_student(model.cpu(), meta, out_dir)
+        save_student(task.model.cpu(), meta, out_dir)
         ckpt.remove()
         log.info("student saved to %s (best epoch %d, val AP %.4f, threshold %.4f)", out_dir,
                  state.best_epoch, state.best_ap, meta["threshold"])  # fmt: skip

@@ -117,6 +117,7 @@ def train_one_epoch(
     keys: Sequence[str] = ("loss",),
     progress: Progress | None = None,
     images: Callable[[Any], int] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``batches`` ((batch, weight) pairs) with ``module`` in training mode.
 
@@ -124,7 +125,8 @@ def train_one_epoch(
     if any, steps). Returns the sums over batches of ``float(term) * weight`` for ``keys``,
     and the sum of the weights. The sums stay on the device (float64) until the end, so no
     step waits for the host; ``progress`` gets each step's images (``images(batch)``, default
-    the weight) and loss, and writes a line every ~30 s (:mod:`sidflow.train.progress`).
+    the weight) and loss, and writes a line every ~30 s (:mod:`sidflow.train.progress`);
+    ``after_step()`` runs after every optimiser step (e.g. a weight average's update).
     Elastic jobs re-read the idle cores at the start and every ``ADJUST_EVERY_S`` seconds
     (:class:`sidflow.devices.ElasticThreads`)."""
     adjust_threads()
@@ -139,6 +141,8 @@ def train_one_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         for k in sums:
             sums[k] = sums[k] + terms[k].detach().double() * weight
         total += weight
