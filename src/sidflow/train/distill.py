@@ -285,7 +285,11 @@ def train_student(
     data = _load_data(student_cfg, cfg, manifests, processed_dirs, cache_paths, fold)
     model, criterion, opt, sched = _build(student_cfg, cfg, data, device)
     task = _StudentTrainee(student_cfg, cfg, data, model, criterion, opt, sched, device, dtype)
-    modules = {"model": model, "criterion": criterion, **({"ema": task.ema} if task.ema is not None else {})}
+    modules = {
+        "model": model,
+        "criterion": criterion,
+        **({"ema": task.ema} if task.ema is not None else {}),
+    }
     ckpt = Checkpoint(Path(checkpoint_dir) if checkpoint_dir else Path(f"{out_dir}.ckpt"),
                       modules, {"optimizer": opt, "scheduler": sched}, write=rank == 0)  # fmt: skip
     soft = [data.soft.numpy()] if data.soft is not None else []
