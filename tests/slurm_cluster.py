@@ -75,7 +75,7 @@ JobCompLoc={state}/jobcomp.txt
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
-NodeName={host} NodeAddr=127.0.0.1 CPUs=8 RealMemory=64000 Gres=gpu:2 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs=8 RealMemory=64000 Gres=gpu:4 State=UNKNOWN
 PartitionName=cpu Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 PartitionName=gpu Nodes={host} Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """
@@ -115,11 +115,11 @@ def slurm_cluster(state: Path):
     try:
         CONF_PATH.parent.mkdir(parents=True, exist_ok=True)
         CONF_PATH.write_text(_slurm_conf(state, host))
-        for i in range(2):  # stand-ins for /dev/nvidia<i> (char devices like /dev/null): the
+        for i in range(4):  # stand-ins for /dev/nvidia<i> (char devices like /dev/null): the
             dev = state / f"gpu{i}"  # GPUs are only scheduled, never used
             if not dev.exists():
                 os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        GRES_PATH.write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File={state}/gpu[0-1]\n")
+        GRES_PATH.write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File={state}/gpu[0-3]\n")
         # munged runs as user munge, which cannot enter a private temp folder: its socket and
         # PID file stay in /run/munge. One already running (a real host's) is used as it is.
         run_dir = Path("/run/munge")

@@ -53,7 +53,7 @@ def slurm_run(cluster, tmp_path_factory):
     # tests/slurm_snakemake.py turns the plugin's back-off off for this one-node test cluster)
     r = run_snakemake(work, "--configfile", "small.yaml", "lean.yaml", "--profile", "profiles/slurm",
                       "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
-                      "--slurm-keep-successful-logs", "--jobs", "6", *SAME_THREADS, timeout=2300,
+                      "--slurm-keep-successful-logs", "--jobs", "8", *SAME_THREADS, timeout=2300,
                       launcher=Path(__file__).with_name("slurm_snakemake.py"))  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return work, r.stdout + r.stderr
