@@ -12,7 +12,7 @@ What it sets up, and why (facts measured on this machine):
   ``SLURM_CONF`` before its inner ``srun``. Any file already there is moved aside and put back.
 - ``ProctrackType=proctrack/linuxproc`` and ``TaskPlugin=task/none`` (no cgroups in a container),
   ``DefMemPerCPU`` set, ``MinJobAge`` large so finished jobs stay visible to ``squeue``.
-- ``SlurmdParameters=config_overrides``: the node advertises 8 CPUs, 64 GB and 2 GPUs (GRES
+- ``SlurmdParameters=config_overrides``: the node advertises 8 CPUs, 64 GB and 4 GPUs (GRES
   with no device files), so the slurm profile's real GPU/memory requests are accepted and
   scheduled as they would be on a cluster; the jobs themselves find no CUDA and run on the CPU.
 - Two partitions, ``cpu`` (default) and ``gpu``, as named in ``profiles/slurm``.
