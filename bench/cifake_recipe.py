@@ -2,14 +2,15 @@
 training setting changed per variant; validation AP/accuracy and test AP/accuracy (threshold
 from validation) per variant, as JSON.
 
-    snakemake --profile profiles/local --configfile experiments/cifake.yaml \
-        data/manifests/cifake/real.parquet data/manifests/cifake/sd14.parquet   # data only
+    snakemake --profile profiles/local data/manifests/cifake/real.parquet \
+        data/manifests/cifake/sd14.parquet --configfile experiments/cifake.yaml   # data only
     python bench/cifake_recipe.py                                # ~12 min on 2 cores
     python bench/cifake_recipe.py --train-images 20000 --epochs 3 --variants base ema
 
 Variants (no KD: the recipe, not the teachers): ``base`` (the main run's student settings:
 flips, AdamW, warm-up + cosine, bf16 where the CPU has it), ``translate`` (+ random shifts of
-up to 2 pixels), ``ema`` (+ a weight average, decay 0.998 per step), ``translate_ema`` (both),
+up to ``--translate`` pixels), ``ema`` (+ a weight average, ``--ema`` decay per step: 0.99 suits
+the default 126 steps, 0.998 the main run's 2,400), ``translate_ema`` (both),
 ``cifar_stem`` (the full-resolution stem instead of ``cifar-maxpool``). Each variant trains
 in this process from the same seed; the subset is drawn once (``--seed``). Writes
 ``results/bench/cifake-recipe.json``.
@@ -26,13 +27,13 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {
-    "base": {},
-    "translate": {"translate": 2},
-    "ema": {"ema": 0.998},
-    "translate_ema": {"translate": 2, "ema": 0.998},
-    "cifar_stem": {"stem": "cifar"},
-}
+VARIANTS = ("base", "translate", "ema", "translate_ema", "cifar_stem")
+
+
+def variant(name: str, translate: int, ema: float) -> dict:
+    """The settings a variant changes."""
+    return {"base": {}, "translate": {"translate": translate}, "ema": {"ema": ema},
+            "translate_ema": {"translate": translate, "ema": ema}, "cifar_stem": {"stem": "cifar"}}[name]  # fmt: skip
 
 
 def subset(man: pd.DataFrame, split: str, n: int, seed: int) -> pd.DataFrame:
@@ -53,7 +54,14 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.003)
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS)[:4], choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS[:4]), choices=VARIANTS)
+    ap.add_argument("--translate", type=int, default=2, help="pixels, for the translate variants")
+    ap.add_argument(
+        "--ema",
+        type=float,
+        default=0.99,
+        help="decay per step for the ema variants (scale with the schedule's steps)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results/bench/cifake-recipe.json"))
     args = ap.parse_args()
@@ -81,7 +89,7 @@ def main() -> int:
     test = load_images([subset(m, "test", args.test_images // per, args.seed) for m in mans], procs)
     results = {"settings": vars(args), "variants": {}}
     for name in args.variants:
-        over = dict(VARIANTS[name])
+        over = variant(name, args.translate, args.ema)
         stem = over.pop("stem", "cifar-maxpool")
         cfg = DistillConfig(alpha=0.0, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, seed=args.seed, **over)  # fmt: skip
