@@ -1,6 +1,6 @@
 """CIFAKE (real CIFAR-10 vs Stable Diffusion 1.4) through the whole pipeline, reduced.
 
-Uses the copy in ../shared (skips cleanly elsewhere): 1,500 real + 1,500 fake images,
+Uses the copy in ../shared (skips cleanly elsewhere): 1,200 real + 1,200 fake images,
 both teachers, the KD student and the dual-head student, one short epoch each.
 """
 
@@ -15,6 +15,7 @@ import pytest
 from helpers import CONFIGS
 
 pytestmark = pytest.mark.data
+PER_CLASS = 1200  # images of each class taken from the 90k archive
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def run(tmp_path_factory, request):
         counts = {"REAL": 0, "FAKE": 0}
         for info in zin.infolist():
             kind = info.filename.split("/")[1] if info.filename.count("/") == 2 else None
-            if kind in counts and counts[kind] < 1500 and not info.is_dir():
+            if kind in counts and counts[kind] < PER_CLASS and not info.is_dir():
                 zout.writestr(info.filename, zin.read(info))
                 counts[kind] += 1
     shutil.copy(CONFIGS / "cifake-ci.yaml", work / "ci.yaml")
@@ -79,4 +80,4 @@ def test_cifake_students_beat_chance_clearly(run):
 
 def test_cifake_object_classes_parsed_from_file_names(run):
     man = pd.read_parquet(run / "data/manifests/cifake/sd14.parquet")
-    assert len(man) == 1500 and man["object_class"].nunique() == 10
+    assert len(man) == PER_CLASS and man["object_class"].nunique() == 10
