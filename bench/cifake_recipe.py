@@ -83,7 +83,7 @@ def main() -> int:
                 subset(m, "train", args.train_images // per, args.seed),
                 subset(m, "val", args.val_images // per, args.seed),
             ]
-        )  # fmt: skip
+        )
         for m in mans
     ]
     test = load_images([subset(m, "test", args.test_images // per, args.seed) for m in mans], procs)

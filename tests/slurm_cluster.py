@@ -12,7 +12,7 @@ What it sets up, and why (facts measured on this machine):
   ``SLURM_CONF`` before its inner ``srun``. Any file already there is moved aside and put back.
 - ``ProctrackType=proctrack/linuxproc`` and ``TaskPlugin=task/none`` (no cgroups in a container),
   ``DefMemPerCPU`` set, ``MinJobAge`` large so finished jobs stay visible to ``squeue``.
-- ``SlurmdParameters=config_overrides``: the node advertises 8 CPUs, 64 GB and 4 GPUs (GRES
+- ``SlurmdParameters=config_overrides``: the node advertises 8 CPUs, 64 GB and ``GPUS`` (4) GPUs (GRES
   with no device files), so the slurm profile's real GPU/memory requests are accepted and
   scheduled as they would be on a cluster; the jobs themselves find no CUDA and run on the CPU.
 - Two partitions, ``cpu`` (default) and ``gpu``, as named in ``profiles/slurm``.
@@ -35,6 +35,7 @@ from pathlib import Path
 CONF_PATH = Path("/etc/slurm/slurm.conf")
 GRES_PATH = Path("/etc/slurm/gres.conf")
 DAEMONS = ("munged", "slurmctld", "slurmd")
+GPUS = 4  # stand-in GPUs on the test node (GPU jobs wait for one each)
 
 
 def available() -> str | None:
@@ -75,7 +76,7 @@ JobCompLoc={state}/jobcomp.txt
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
-NodeName={host} NodeAddr=127.0.0.1 CPUs=8 RealMemory=64000 Gres=gpu:4 State=UNKNOWN
+NodeName={host} NodeAddr=127.0.0.1 CPUs=8 RealMemory=64000 Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName=cpu Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 PartitionName=gpu Nodes={host} Default=NO MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 """
@@ -115,11 +116,13 @@ def slurm_cluster(state: Path):
     try:
         CONF_PATH.parent.mkdir(parents=True, exist_ok=True)
         CONF_PATH.write_text(_slurm_conf(state, host))
-        for i in range(4):  # stand-ins for /dev/nvidia<i> (char devices like /dev/null): the
+        for i in range(GPUS):  # stand-ins for /dev/nvidia<i> (char devices like /dev/null): the
             dev = state / f"gpu{i}"  # GPUs are only scheduled, never used
             if not dev.exists():
                 os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        GRES_PATH.write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File={state}/gpu[0-3]\n")
+        GRES_PATH.write_text(
+            f"AutoDetect=off\nNodeName={host} Name=gpu File={state}/gpu[0-{GPUS - 1}]\n"
+        )
         # munged runs as user munge, which cannot enter a private temp folder: its socket and
         # PID file stay in /run/munge. One already running (a real host's) is used as it is.
         run_dir = Path("/run/munge")

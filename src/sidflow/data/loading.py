@@ -148,21 +148,16 @@ class ImageBank:
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
         return (x - channel_stat(self.mean)) / channel_stat(self.std)
 
-    def batch(self, idx, augment: bool = False, translate: int = 0) -> torch.Tensor:
-        """Normalised floats of images ``idx``; ``augment``: a random horizontal flip per image
-        and, with ``translate`` > 0, a random shift of up to that many pixels
-        (:func:`random_translate`), both drawn from the (per-epoch seeded) torch RNG."""
+    def batch(self, idx, augment: bool = False) -> torch.Tensor:
         if self.decoded is not None:
             x = (
                 self.decoded[torch.as_tensor(idx)].float() / 255.0 - channel_stat(self.mean)
             ) / channel_stat(self.std)
         else:
             x = to_tensor([self.jpegs[i] for i in idx], self.mean, self.std)
-        if augment:
+        if augment:  # random horizontal flip, from the (per-epoch seeded) torch RNG
             flip = torch.rand(len(x)) < 0.5
             x[flip] = torch.flip(x[flip], dims=[3])
-            if translate > 0:
-                x = random_translate(x, translate)
         return x
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from sidflow.cache.teacher_cache import read_cache
-from sidflow.data.loading import ImageBank, load_images
+from sidflow.data.loading import ImageBank, load_images, random_translate
 from sidflow.devices import amp_dtype, autocast_to, seed_everything, select_device
 from sidflow.models.student import (
     StudentConfig,
@@ -219,7 +219,9 @@ class _StudentTrainee:
                 idx, self.train_ids, self.epoch, self.cfg.seed, self.cfg.augment
             )
         else:
-            x = self.bank.batch(idx, augment=True, translate=self.cfg.translate)
+            x = self.bank.batch(idx, augment=True)
+        if self.cfg.translate > 0:  # after either augmentation, from the per-epoch seeded RNG
+            x = random_translate(x, self.cfg.translate)
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         d = self.data
         return self.net(x, self._to(d.labels, idx), self._to(d.soft, idx),
