@@ -1,6 +1,7 @@
 """Config validation: wrong keys/values fail at start naming the key; defaults; overlays."""
 
 import copy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO, copy_workflow
 from sidflow.config import (
     ConfigError,
     Plan,
@@ -219,10 +221,19 @@ def test_config_digest_is_canonical():
     assert config_digest(a) != config_digest({**a, "x": 2})
 
 
-def test_snakemake_rejects_bad_config_at_start(repo, tmp_path):
+@pytest.fixture
+def fresh_checkout(tmp_path) -> Path:
+    """The workflow and experiments/ without data/: a developer's own data/raw/ (a source
+    already downloaded) must not change what these tests see."""
+    work = copy_workflow(tmp_path / "checkout")
+    shutil.copytree(REPO / "experiments", work / "experiments")
+    return work
+
+
+def test_snakemake_rejects_bad_config_at_start(fresh_checkout, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("preprocess: {image_size: 4}\n")
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=repo,
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=fresh_checkout,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode != 0
     assert "image_size" in r.stdout + r.stderr
@@ -297,16 +308,18 @@ def test_source_type_requires_its_location(repo, monkeypatch, tmp_path, dataset,
     assert f"datasets.{dataset}.source" in str(err.value)
 
 
-def test_missing_local_source_is_refused_at_validation(repo, monkeypatch, tmp_path, capsys):
+def test_missing_local_source_is_refused_at_validation(
+    fresh_checkout, monkeypatch, tmp_path, capsys
+):
     from sidflow.cli import main
 
-    monkeypatch.chdir(repo)
+    monkeypatch.chdir(fresh_checkout)
     missing = tmp_path / "nowhere" / "cifake.zip"
     overlays = _source_overlay(tmp_path, {"type": "local", "path": str(missing)})
     with pytest.raises(ConfigError, match="datasets.cifake.source.path") as err:
         load_config("config.yaml", overlays=overlays)
     assert str(missing) in str(err.value) and "does not exist" in str(err.value)
-    cfg = yaml.safe_load((repo / "config.yaml").read_text())
+    cfg = yaml.safe_load(Path("config.yaml").read_text())
     for o in overlays:
         cfg = deep_merge(cfg, yaml.safe_load(Path(o).read_text()))
     validate(cfg, SCHEMA)
@@ -338,12 +351,12 @@ def test_missing_local_source_is_fine_once_downloaded(tmp_path, monkeypatch, rep
     check_semantics(cfg, sheet)
 
 
-def test_snakemake_refuses_a_missing_local_source_at_start(repo, tmp_path):
+def test_snakemake_refuses_a_missing_local_source_at_start(fresh_checkout, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("datasets: {cifake: {source: {type: local, path: data/downloads/nope.zip}}}\n"
                    "use_datasets: [cifake]\n"
                    "experiment: {train_generators: [cifake/real, cifake/sd14]}\n")  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=repo,
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", str(bad)], cwd=fresh_checkout,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode != 0
     assert "data/downloads/nope.zip" in r.stdout + r.stderr
