@@ -2,11 +2,12 @@
 before/after (beside the published answers, whose figures it reproduces) -> report."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
-from helpers import AIGEN_GENERATORS
+from helpers import AIGEN_GENERATORS, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -14,7 +15,8 @@ pytestmark = pytest.mark.workflow
 def test_explainer_is_trained_explained_and_reported(small_run):
     exp = small_run / "results/smoke"
     # small.yaml turns the explainer's scores off (tests/test_explainer_steps.py scores it
-    # in-process; the DVC run's score_explainer jobs run the rule): no detector rows then
+    # in-process, test_the_score_explainer_rule_scores_one_generator below runs the rule):
+    # no detector rows then
     m = pd.read_parquet(exp / "metrics/metrics.parquet")
     assert "explainer" not in set(m["detector"]) and not (exp / "scores/explainer").exists()
     card = json.loads((exp / "models/explainer/card.json").read_text())
@@ -50,3 +52,25 @@ def test_vqa_before_after_reproduces_the_published_figures(small_run, aigen_zip)
     assert card["conversations"]["by_source"]["shipped"] == 99
     html = (small_run / "results/report/smoke/index.html").read_text()
     assert "True/false questions" in html and "47.0% (47/100)" in html and "24.0% (12/50)" in html
+
+
+def test_the_score_explainer_rule_scores_one_generator(small_run, tmp_path):
+    """The score_explainer rule itself (its script and wiring), one generator's job on a copy
+    of the small run: its val + test images clean and its test images under each perturbation."""
+    work = tmp_path / "wf"
+    shutil.copytree(small_run, work, symlinks=True)  # copy2 keeps mtimes: nothing else reruns
+    out = work / "results/smoke/scores/explainer/demo/ae-bilinear"
+    targets = [str((out / f"{v}.parquet").relative_to(work)) for v in ("none", "jpeg75", "combo")]
+    plan = run_snakemake(work, *targets, "-n", "--configfile", "small.yaml")
+    assert plan.returncode == 0 and planned_jobs(plan.stdout) == {"score_explainer": 1}, plan.stdout
+    r = run_snakemake(work, *targets, "--configfile", "small.yaml")
+    assert r.returncode == 0, r.stderr[-3000:]
+    man = pd.read_parquet(work / "data/manifests/demo/ae-bilinear.parquet")
+    for view in ("none", "jpeg75", "combo"):
+        # clean: val + test (the threshold comes from val); a perturbation: the test images
+        splits = ["val", "test"] if view == "none" else ["test"]
+        want = man[man["split"].isin(splits)].set_index("image_id")["label"].to_dict()
+        s = pd.read_parquet(out / f"{view}.parquet")
+        assert set(s["detector"]) == {"explainer"} and set(s["perturbation"]) == {view}
+        assert s.set_index("image_id")["label"].to_dict() == want and len(s) == len(want)
+        assert s["p_fake"].between(0, 1).all() and s["p_fake"].notna().all()
