@@ -45,3 +45,28 @@ def test_predict_output_respects_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "p.csv").stat().st_mode) == 0o644
+
+
+def test_image_bytes_are_stored_plain_and_the_rest_compressed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sidflow.tables import PART_SCHEMA
+
+    blobs = [os.urandom(3000) for _ in range(20)]  # as incompressible as JPEG bytes
+    df = pd.DataFrame({n: None for n in PART_SCHEMA.names}, index=range(20)).assign(
+        image_id=[f"{i:064x}" for i in range(20)], jpeg=blobs, encoding="jpeg", width=32
+    )
+    write_parquet(tmp_path / "part.parquet", df, PART_SCHEMA)
+    meta = pq.ParquetFile(tmp_path / "part.parquet").metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert cols["jpeg"].compression == "UNCOMPRESSED" and not cols["jpeg"].has_dictionary_page
+    assert cols["image_id"].compression == "ZSTD" and cols["encoding"].has_dictionary_page
+    back = pd.read_parquet(tmp_path / "part.parquet")
+    assert list(back["jpeg"]) == blobs and list(back["image_id"]) == list(df["image_id"])
+    # a table with nested columns keeps zstd everywhere (leaf paths are not mapped)
+    nested = pa.table({"jpeg": blobs, "logits": [[0.5, 1.5]] * 20})
+    write_parquet(tmp_path / "nested.parquet", nested)
+    meta = pq.ParquetFile(tmp_path / "nested.parquet").metadata.row_group(0)
+    assert {meta.column(i).compression for i in range(meta.num_columns)} == {"ZSTD"}
+    assert pq.read_table(tmp_path / "nested.parquet").equals(nested)
