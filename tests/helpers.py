@@ -101,10 +101,11 @@ def separable_images(folder: Path, n: int, fake: bool, seed: int) -> None:
         )
 
 
-def copy_workflow(dest: Path) -> Path:
-    """The workflow's files (not data or results) copied into ``dest``, plus small.yaml."""
+def copy_workflow(dest: Path, experiments: bool = False) -> Path:
+    """The workflow's files (not data or results) copied into ``dest``, plus small.yaml;
+    ``experiments``: the ``experiments/`` overlays too."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
+    for name in WORKFLOW_FILES + (("experiments",) if experiments else ()):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
     shutil.copy(CONFIGS / "small.yaml", dest / "small.yaml")

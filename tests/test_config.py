@@ -1,7 +1,6 @@
 """Config validation: wrong keys/values fail at start naming the key; defaults; overlays."""
 
 import copy
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, copy_workflow
+from helpers import copy_workflow
 from sidflow.config import (
     ConfigError,
     Plan,
@@ -225,9 +224,7 @@ def test_config_digest_is_canonical():
 def fresh_checkout(tmp_path) -> Path:
     """The workflow and experiments/ without data/: a developer's own data/raw/ (a source
     already downloaded) must not change what these tests see."""
-    work = copy_workflow(tmp_path / "checkout")
-    shutil.copytree(REPO / "experiments", work / "experiments")
-    return work
+    return copy_workflow(tmp_path / "checkout", experiments=True)
 
 
 def test_snakemake_rejects_bad_config_at_start(fresh_checkout, tmp_path):

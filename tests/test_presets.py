@@ -1,8 +1,6 @@
 """The papers' presets plan what the papers ran: the KD study's Exp1/Exp2 on all seven
 LSUN-bedroom subsets, with the KD study's students (kd-paper.yaml, kept in step)."""
 
-import shutil
-
 import pytest
 import yaml
 
@@ -35,8 +33,7 @@ def test_exp_presets_carry_the_kd_study_students():
 @pytest.mark.workflow
 @pytest.mark.parametrize("preset,train", [("exp1-ldm", {"ldm"}), ("exp2-adm-ldm", {"adm", "ldm"})])
 def test_exp_presets_plan_all_seven_lsun_subsets(tmp_path, preset, train):
-    work = copy_workflow(tmp_path / "wf")
-    shutil.copytree(REPO / "experiments", work / "experiments")
+    work = copy_workflow(tmp_path / "wf", experiments=True)
     for i, folder in enumerate(LSUN):
         write_images(work / "data/downloads/lsun-bedroom" / folder, 3, seed=i, size=16)
     r = run_snakemake(work, "-n", "--configfile", f"experiments/{preset}.yaml")
@@ -76,8 +73,7 @@ def test_lora_vs_full_preset_trains_one_teacher_three_ways(monkeypatch):
 
 @pytest.mark.workflow
 def test_rine_paper_preset_evaluates_the_published_head_on_paired_sets(tmp_path):
-    work = copy_workflow(tmp_path / "wf")
-    shutil.copytree(REPO / "experiments", work / "experiments")
+    work = copy_workflow(tmp_path / "wf", experiments=True)
     for i, folder in enumerate(
         ("progan/car/0_real", "progan/car/1_fake", "stylegan/car/0_real", "stylegan/car/1_fake")
     ):

@@ -5,7 +5,6 @@ without a spatial map, and the presets that plan them (zoo-cifake, genimage)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -126,8 +125,7 @@ def test_gradcam_on_a_vit_and_a_clear_skip_without_a_map(tmp_path):
 
 
 def test_zoo_cifake_plans_one_training_job_per_zoo_detector(cifake_zip, tmp_path):
-    work = copy_workflow(tmp_path / "wf")
-    shutil.copytree(REPO / "experiments", work / "experiments")
+    work = copy_workflow(tmp_path / "wf", experiments=True)
     (tmp_path / "shared").symlink_to(cifake_zip.parents[2])  # ../shared beside the copy
     r = run_snakemake(work, "-n", "--configfile", "experiments/zoo-cifake.yaml")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -141,8 +139,7 @@ def test_zoo_cifake_plans_one_training_job_per_zoo_detector(cifake_zip, tmp_path
 def test_genimage_preset_pairs_every_generator_with_its_own_reals(tmp_path):
     from sidflow.config import load_sheet
 
-    work = copy_workflow(tmp_path / "wf")
-    shutil.copytree(REPO / "experiments", work / "experiments")
+    work = copy_workflow(tmp_path / "wf", experiments=True)
     sheet = load_sheet(REPO / "config/generators.tsv")
     rows = sheet[sheet["dataset"] == "genimage"]
     assert len(rows) == 16 and set(rows[rows["label"] == "fake"]["pair"]) == {
